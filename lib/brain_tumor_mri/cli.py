@@ -1,0 +1,50 @@
+"""``brain-tumor``: the command line for everything a user runs outside Slicer.
+
+Each sub-command lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs, so ``--help``
+stays fast and a torch-free command does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sample-data": ("brain_tumor_mri.data.synthetic_cli", "generate synthetic multi-sequence tumour cases"),
+    "import": ("brain_tumor_mri.data.importers", "build a MONAI Label datastore from BraTS/MSD/Kaggle data"),
+    "segment": ("brain_tumor_mri.commands.segment", "segment BraTS-layout case folders offline"),
+    "evaluate": ("brain_tumor_mri.commands.evaluate", "Dice and HD95 per BraTS region, PRED vs GT"),
+    "classify": ("brain_tumor_mri.commands.classify", "classify 3D cases or 2D images offline"),
+    "train": ("brain_tumor_mri.commands.train", "train or fine-tune a model from a datastore"),
+    "benchmark": ("brain_tumor_mri.commands.benchmark", "measure inference speed and memory against a baseline"),
+    "simulate-active-learning": ("brain_tumor_mri.commands.simulate_al", "simulated annotation loop per strategy"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="brain-tumor", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except ValueError as exc:  # bad input: a clear message, no traceback
+        logging.getLogger("brain-tumor").error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

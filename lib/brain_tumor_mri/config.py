@@ -1,0 +1,150 @@
+"""The app's one typed configuration, parsed once from MONAI Label ``--conf`` strings.
+
+``AppConfig.from_conf`` is the only place ``conf`` values are read. Unknown keys and bad
+values raise ``ValueError`` naming the key and what is allowed, so a typo on the command
+line fails at start instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+MODELS = ("segmentation", "classification")
+#: Keys MONAI Label itself reads from ``conf``; accepted and passed through untouched.
+MONAILABEL_KEYS = ("server_mode", "auth_token", "zoo_repo", "zoo_source", "preload")
+
+
+def _bool(key: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"--conf {key} {value!r}: expected true or false")
+
+
+def _choice(*allowed: str) -> Callable[[str, str], str]:
+    def parse(key: str, value: str) -> str:
+        v = value.strip().lower()
+        if v not in allowed:
+            raise ValueError(f"--conf {key} {value!r}: expected one of {', '.join(allowed)}")
+        return v
+
+    return parse
+
+
+def _number(kind: type, lo: float, hi: float) -> Callable[[str, str], Any]:
+    def parse(key: str, value: str) -> Any:
+        try:
+            v = kind(value)
+        except ValueError:
+            raise ValueError(f"--conf {key} {value!r}: expected a {kind.__name__}") from None
+        if not lo <= v <= hi:
+            raise ValueError(f"--conf {key} {value!r}: expected a value in [{lo}, {hi}]")
+        return v
+
+    return parse
+
+
+def _models(key: str, value: str) -> tuple[str, ...]:
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    if names == ["all"]:
+        return MODELS
+    bad = [m for m in names if m not in MODELS]
+    if bad or not names:
+        raise ValueError(f"--conf {key} {value!r}: unknown model(s) {bad}; expected 'all' or any of {MODELS}")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the app's tasks need; built once in ``main.py`` and passed down."""
+
+    app_dir: Path
+    studies: Path
+    weights_dir: Path
+    models: tuple[str, ...] = MODELS
+    device: str = "auto"  # auto | cpu | cuda
+    bf16: str = "auto"  # auto | on | off: bf16 autocast on CPUs with native support
+    seg_spacing: float = 2.0  # mm, isotropic working resolution of the segmentation network
+    max_voxels: int = 64_000_000  # refuse volumes far larger than any brain MRI (4x ~ BraTS x 7)
+    allow_missing_sequences: bool = False  # zero-fill missing sequences instead of refusing
+    infer_concurrency: int = 1  # concurrent forward passes; more requests queue or get 503
+    max_queue: int = 8  # inference requests waiting beyond that are refused with 503
+    train_epochs: int = 20
+    train_lr: float = 2e-4
+    train_val_fraction: float = 0.2
+    train_patience: int = 8
+    train_amp: bool = True
+    mc_samples: int = 4  # Monte-Carlo dropout passes for epistemic scoring
+    tta_samples: int = 4  # flips for test-time-augmentation scoring
+    seed: int = 0
+    passthrough: dict[str, str] = field(default_factory=dict)
+
+    # key -> (field name, parser, help)
+    @staticmethod
+    def keys() -> dict[str, tuple[str, Callable[[str, str], Any], str]]:
+        return {
+            "models": ("models", _models, "models to serve: all, or a comma list of segmentation,classification"),
+            "device": ("device", _choice("auto", "cpu", "cuda"), "where to run networks (auto picks cuda if present)"),
+            "bf16": ("bf16", _choice("auto", "on", "off"), "bf16 autocast on the CPU (auto: when the CPU supports it)"),
+            "seg_spacing": ("seg_spacing", _number(float, 0.5, 4.0), "segmentation working resolution in mm"),
+            "max_voxels": ("max_voxels", _number(int, 1_000, 1_000_000_000), "largest accepted volume (voxels x sequences)"),
+            "allow_missing_sequences": ("allow_missing_sequences", _bool, "zero-fill missing sequences instead of a 4xx"),
+            "infer_concurrency": ("infer_concurrency", _number(int, 1, 16), "concurrent inference passes"),
+            "max_queue": ("max_queue", _number(int, 0, 1000), "waiting inference requests before 503"),
+            "train_epochs": ("train_epochs", _number(int, 1, 10_000), "default max epochs for a training run"),
+            "train_lr": ("train_lr", _number(float, 1e-7, 1.0), "fine-tuning learning rate"),
+            "train_val_fraction": ("train_val_fraction", _number(float, 0.0, 0.9), "validation split, by case"),
+            "train_patience": ("train_patience", _number(int, 1, 10_000), "early-stopping patience in epochs"),
+            "train_amp": ("train_amp", _bool, "mixed precision (GPU) / bf16 (CPU) in training"),
+            "mc_samples": ("mc_samples", _number(int, 2, 32), "Monte-Carlo dropout passes for epistemic scoring"),
+            "tta_samples": ("tta_samples", _number(int, 2, 8), "augmented passes for TTA scoring"),
+            "seed": ("seed", _number(int, 0, 2**31 - 1), "random seed for training and the random strategy"),
+        }
+
+    @classmethod
+    def from_conf(
+        cls, conf: dict[str, str] | None, app_dir: str | Path, studies: str | Path, weights_dir: str | Path | None = None
+    ) -> "AppConfig":
+        """Parse MONAI Label's ``--conf`` dict; reject unknown keys naming them."""
+        conf = dict(conf or {})
+        table = cls.keys()
+        unknown = sorted(k for k in conf if k not in table and k not in MONAILABEL_KEYS)
+        if unknown:
+            raise ValueError(f"unknown --conf key(s) {unknown}; known keys: {sorted(table)}")
+        values: dict[str, Any] = {}
+        for key, raw in conf.items():
+            if key in table:
+                name, parse, _ = table[key]
+                values[name] = parse(key, str(raw))
+        app_dir = Path(app_dir).resolve()
+        if weights_dir is None:
+            weights_dir = os.environ.get("BRAIN_TUMOR_WEIGHTS_DIR") or app_dir.parent.parent / "model_weights"
+        passthrough = {k: str(v) for k, v in conf.items() if k in MONAILABEL_KEYS}
+        return cls(
+            app_dir=app_dir,
+            studies=Path(studies).resolve(),
+            weights_dir=Path(weights_dir).resolve(),
+            passthrough=passthrough,
+            **values,
+        )
+
+    def replace(self, **changes: Any) -> "AppConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def conf_table_markdown() -> str:
+    """The README's ``--conf`` table, generated from the parser so they cannot disagree."""
+    defaults = {f.name: f.default for f in dataclasses.fields(AppConfig)}
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+    for key, (name, _, help_) in AppConfig.keys().items():
+        default = defaults[name]
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        rows.append(f"| `{key}` | `{default}` | {help_} |")
+    return "\n".join(rows)
