@@ -120,3 +120,33 @@ def convert_labels(label: np.ndarray, convention: str, *, source: str = "label")
 def region_mask(label: np.ndarray, region: str) -> np.ndarray:
     """Boolean mask of a BraTS evaluation region in an internal-convention label."""
     return np.isin(label, REGIONS[region])
+
+
+#: Network output channels of the segmentation model, in order.
+REGION_CHANNELS: tuple[str, ...] = ("whole_tumor", "tumor_core", "enhancing_tumor")
+
+
+def label_to_regions(label):
+    """Internal label (..., x, y, z) -> stacked region masks (3, x, y, z); numpy or torch."""
+    wt = label > 0
+    tc = (label == 1) | (label == 3)
+    et = label == 3
+    stack = getattr(wt, "new_empty", None)
+    if stack is not None:  # torch
+        import torch
+
+        return torch.stack([wt, tc, et]).to(torch.float32)
+    return np.stack([wt, tc, et]).astype(np.float32)
+
+
+def regions_to_label(probs, threshold: float = 0.5) -> np.ndarray:
+    """Region probabilities (3, ...) -> internal label (uint8), nested WT > TC > ET."""
+    p = np.asarray(probs)
+    wt = p[0] > threshold
+    tc = wt & (p[1] > threshold)
+    et = tc & (p[2] > threshold)
+    out = np.zeros(p.shape[1:], dtype=np.uint8)
+    out[wt] = SEG_LABELS["edema"]
+    out[tc] = SEG_LABELS["necrotic_core"]
+    out[et] = SEG_LABELS["enhancing_tumor"]
+    return out

@@ -1,0 +1,76 @@
+"""Segmentation of a four-sequence case: preprocess, one warm full-volume pass, restore.
+
+Used by the MONAI Label infer task, the offline ``segment`` command, the benchmark and
+active-learning scoring, so they all run the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..labels import regions_to_label
+from ..networks.store import ModelStore
+from ..runtime import autocast
+from ..transforms.preprocess import prepare_case, restore
+from .measure import tumor_measurements
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """Label on the input grid (uint8, internal values) with measurements and provenance."""
+
+    label: np.ndarray
+    probs: np.ndarray  # (3, x, y, z) region probabilities on the input grid
+    measurements: dict[str, object]
+    model_version: str
+
+
+def enable_mc_dropout(network: torch.nn.Module, enabled: bool) -> None:
+    """Switch only dropout layers to train mode (Monte-Carlo dropout) or back to eval."""
+    for m in network.modules():
+        if isinstance(m, (torch.nn.Dropout, torch.nn.Dropout3d, torch.nn.Dropout2d)):
+            m.train(enabled)
+
+
+class Segmenter:
+    """Runs the served segmentation model on (4, x, y, z) arrays."""
+
+    def __init__(self, store: ModelStore, spacing: float, reduced_precision: bool) -> None:
+        self.store = store
+        self.spacing = spacing
+        self.reduced = reduced_precision
+
+    @torch.inference_mode()
+    def forward(self, image: torch.Tensor, *, flips: tuple[int, ...] = (), mc_dropout: bool = False) -> torch.Tensor:
+        """Region probabilities (3, *window) for one preprocessed image (C, *window)."""
+        model = self.store.get()
+        net = model.network
+        x = image[None].to(self.store.device)
+        if flips:
+            x = torch.flip(x, dims=[d + 2 for d in flips])
+        if self.store.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        enable_mc_dropout(net, mc_dropout)
+        try:
+            with autocast(self.store.device, self.reduced):
+                logits = net(x)
+        finally:
+            enable_mc_dropout(net, False)
+        probs = torch.sigmoid(logits.float())
+        if flips:
+            probs = torch.flip(probs, dims=[d + 2 for d in flips])
+        return probs[0].cpu()
+
+    def segment(self, stack: np.ndarray, affine: np.ndarray) -> Segmentation:
+        """Full pipeline on the input grid: label, probabilities and measurements."""
+        version = self.store.get().version
+        prepared = prepare_case(stack, affine, self.spacing)
+        probs = restore(self.forward(prepared.image), prepared.geometry)
+        label = regions_to_label(probs)
+        return Segmentation(label, probs, tumor_measurements(label, affine), version)

@@ -1,0 +1,134 @@
+"""The one preprocessing definition shared by segmentation inference and training.
+
+Steps: reorient to RAS, resample to an isotropic working spacing, crop to the brain
+(non-zero voxels, as in skull-stripped BraTS) padded to the U-Net's divisor, and
+z-score each sequence over brain voxels. ``restore`` maps network output back onto the
+input's exact voxel grid, so the label comes back with the input's shape and affine.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..imageio import InputError
+from ..networks.factory import SEG_DIVISOR
+
+logger = logging.getLogger(__name__)
+
+_RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What ``restore`` needs to put a working-space array back on the input grid."""
+
+    in_shape: tuple[int, int, int]
+    ornt: np.ndarray  # input axes -> RAS
+    ras_shape: tuple[int, int, int]
+    work_shape: tuple[int, int, int]  # after resampling
+    start: tuple[int, int, int]  # crop window origin in the resampled volume (may be < 0)
+    size: tuple[int, int, int]  # crop window size (multiple of the divisor)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Network-ready image (C, x, y, z), optional label (x, y, z) and the geometry record."""
+
+    image: torch.Tensor
+    label: torch.Tensor | None
+    geometry: Geometry
+
+
+def _to_ras(array: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Reorient the last three axes of ``array`` with ``ornt``."""
+    moved = np.moveaxis(array, 0, -1) if array.ndim == 4 else array
+    out = nib.orientations.apply_orientation(moved, ornt)
+    return np.ascontiguousarray(np.moveaxis(out, -1, 0) if array.ndim == 4 else out)
+
+
+def _resize(x: torch.Tensor, shape: tuple[int, ...], mode: str) -> torch.Tensor:
+    """Resize (C, x, y, z) to ``shape``; trilinear for intensities, nearest for labels."""
+    if tuple(x.shape[1:]) == tuple(shape):
+        return x
+    kwargs = {"align_corners": False} if mode == "trilinear" else {}
+    return F.interpolate(x[None], size=shape, mode=mode, **kwargs)[0]
+
+
+def _window(x: torch.Tensor, start: tuple[int, ...], size: tuple[int, ...]) -> torch.Tensor:
+    """Extract a (C, *size) window at ``start`` with zero fill outside ``x``."""
+    out = x.new_zeros((x.shape[0], *size))
+    src, dst = [], []
+    for s, n, dim in zip(start, size, x.shape[1:]):
+        lo, hi = max(s, 0), min(s + n, dim)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - s, hi - s))
+    out[(slice(None), *dst)] = x[(slice(None), *src)]
+    return out
+
+
+def brain_window(mask: torch.Tensor, divisor: int = SEG_DIVISOR, margin: int = 2):
+    """Crop window around the non-zero mask, sized to a multiple of ``divisor``."""
+    idx = [torch.nonzero(mask.any(dim=tuple(d for d in range(3) if d != a))).flatten() for a in range(3)]
+    start, size = [], []
+    for ax, ids in enumerate(idx):
+        lo, hi = int(ids[0]) - margin, int(ids[-1]) + 1 + margin
+        n = int(np.ceil((hi - lo) / divisor) * divisor)
+        start.append(lo - (n - (hi - lo)) // 2)
+        size.append(n)
+    return tuple(start), tuple(size)
+
+
+def normalize(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Z-score each channel over brain voxels; background and empty channels become 0."""
+    out = torch.zeros_like(image)
+    for c in range(image.shape[0]):
+        vals = image[c][mask]
+        std = vals.std() if vals.numel() > 1 else torch.tensor(0.0)
+        if float(std) > 1e-6:
+            out[c] = torch.where(mask, (image[c] - vals.mean()) / std, 0.0)
+    return out
+
+
+def prepare_case(
+    stack: np.ndarray, affine: np.ndarray, spacing: float, label: np.ndarray | None = None
+) -> Prepared:
+    """Preprocess a (4, x, y, z) case (and optionally its label) for the network."""
+    ornt = nib.orientations.io_orientation(affine)
+    ras = _to_ras(stack, ornt)
+    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, stack.shape[1:])
+    zooms = np.sqrt((ras_affine[:3, :3] ** 2).sum(axis=0))
+    work_shape = tuple(max(int(round(n * z / spacing)), 1) for n, z in zip(ras.shape[1:], zooms))
+    image = _resize(torch.from_numpy(ras), work_shape, "trilinear")
+    mask = (image.abs() > 1e-6).any(dim=0)
+    if not bool(mask.any()):
+        raise InputError("all sequences are empty (no non-zero voxels)")
+    start, size = brain_window(mask)
+    image = normalize(image, mask)
+    image = _window(image, start, size)
+    lab = None
+    if label is not None:
+        lab_ras = torch.from_numpy(_to_ras(label.astype(np.float32), ornt))[None]
+        lab = _window(_resize(lab_ras, work_shape, "nearest"), start, size)[0].round().to(torch.uint8)
+    geom = Geometry(tuple(stack.shape[1:]), ornt, tuple(ras.shape[1:]), work_shape, start, size)
+    return Prepared(image=image, label=lab, geometry=geom)
+
+
+def restore(output: torch.Tensor, geom: Geometry) -> np.ndarray:
+    """Map a (C, *window) working-space array back to the input grid (C, *in_shape)."""
+    canvas = output.new_zeros((output.shape[0], *geom.work_shape))
+    # paste the window back: the inverse of _window
+    src, dst = [], []
+    for s, n, dim in zip(geom.start, geom.size, geom.work_shape):
+        lo, hi = max(s, 0), min(s + n, dim)
+        dst.append(slice(lo, hi))
+        src.append(slice(lo - s, hi - s))
+    canvas[(slice(None), *dst)] = output[(slice(None), *src)]
+    ras = _resize(canvas.float(), geom.ras_shape, "trilinear").numpy()
+    back = nib.orientations.ornt_transform(_RAS, geom.ornt)
+    return _to_ras(ras, back)
