@@ -1,0 +1,47 @@
+"""MONAI Label app: multi-sequence brain-tumour segmentation and tumour-type classification.
+
+A thin adapter: it parses ``--conf`` once into ``AppConfig`` and asks the
+``brain_tumor_mri`` library for the tasks; all logic lives in the library.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from monailabel.interfaces.app import MONAILabelApp
+
+from brain_tumor_mri import __version__
+from brain_tumor_mri.config import AppConfig
+from brain_tumor_mri.wiring import Runtime, build_infers, build_scoring, build_strategies, build_trainers
+
+logger = logging.getLogger(__name__)
+
+
+class BrainTumorApp(MONAILabelApp):
+    """Serves segmentation/classification infer tasks, trainers and active learning."""
+
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        self.cfg = AppConfig.from_conf(conf, app_dir, studies)
+        self.rt = Runtime(self.cfg)
+        logger.info("brain tumour app config: %s", self.cfg)
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="Brain tumour MRI (multi-sequence)",
+            description="Brain-tumour segmentation (necrotic core, edema, enhancing tumour) from T1, T1c, "
+            "T2 and FLAIR, and tumour-type classification (glioma, meningioma, pituitary, no tumour)",
+            version=__version__,
+        )
+
+    def init_infers(self):
+        return build_infers(self.rt, self.datastore)
+
+    def init_trainers(self):
+        return build_trainers(self.rt)
+
+    def init_strategies(self):
+        return build_strategies(self.rt)
+
+    def init_scoring_methods(self):
+        return build_scoring(self.rt)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One entry point for the two README commands:
+#   ./dev.sh serve [extra monailabel start_server args]   set up, then serve the sample data
+#   ./dev.sh test  [extra pytest args]                    set up, then run the whole test suite
+# Set-up is idempotent: it creates .venv (git-ignored) with the pinned stack once and redoes
+# it only when requirements.txt or pyproject.toml change.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+PYTHON=${PYTHON:-python3.11}
+VENV=.venv
+STUDIES=${STUDIES:-.work/studies}
+PORT=${PORT:-8000}
+
+pipq() {
+  # pip, minus this machine's noisy "Location ... is ignored" index warnings
+  "$VENV/bin/python" -m pip -q "$@" 2> >(grep -v "^WARNING: Location" >&2)
+}
+
+setup() {
+  local key stamp
+  key=$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+  stamp="$VENV/.installed-$key"
+  if [ -f "$stamp" ]; then return; fi
+  echo "[dev.sh] installing the pinned stack into $VENV (first run takes a few minutes)" >&2
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  # monailabel is installed without its dependency list: that list drags in torchvision,
+  # sam2, mlflow and pydicom 3, which break the server here (see README, "Install notes").
+  pipq install -r requirements.txt
+  pipq install --no-deps monailabel==0.8.5
+  pipq install --no-deps --no-build-isolation -e .
+  "$VENV/bin/python" -c "import monailabel, monai, torch, brain_tumor_mri" || { echo "[dev.sh] install failed" >&2; exit 1; }
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+}
+
+studies() {
+  # A working copy of the sample data as a MONAI Label datastore (never serve sample-data/
+  # itself: the server writes datastore_v2.json and .lock into its studies folder).
+  if [ ! -d "$STUDIES" ]; then
+    "$VENV/bin/brain-tumor" import sample-data "$STUDIES"
+  fi
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  serve)
+    setup
+    studies
+    exec "$VENV/bin/python" -m monailabel.main start_server --app apps/brain_tumor \
+      --studies "$STUDIES" --conf models all -p "$PORT" "$@"
+    ;;
+  test)
+    setup
+    exec "$VENV/bin/python" -m pytest -q "$@"
+    ;;
+  setup)
+    setup
+    ;;
+  *)
+    echo "usage: ./dev.sh serve|test|setup [args]" >&2
+    exit 64
+    ;;
+esac

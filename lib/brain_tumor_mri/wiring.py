@@ -1,0 +1,100 @@
+"""Builds the app's tasks from one ``AppConfig``; ``apps/brain_tumor/main.py`` calls this.
+
+Kept in the library (not the app folder) so tests and the CLI can build the same tasks,
+and so the app stays a thin MONAI Label adapter with no logic of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import AppConfig
+from .networks.store import ModelStore
+from .runtime import pick_device, use_reduced_precision
+
+logger = logging.getLogger(__name__)
+
+SEG_WEIGHTS = "segmentation.pt"
+
+
+def published_dir(cfg: AppConfig) -> Path:
+    """Where training publishes models for this datastore (beside its studies)."""
+    return cfg.studies / "model"
+
+
+@dataclass
+class Runtime:
+    """Shared, lazily created heavy objects (networks), one per server process."""
+
+    cfg: AppConfig
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def _get(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    @property
+    def device(self):
+        return self._get("device", lambda: pick_device(self.cfg.device))
+
+    @property
+    def reduced(self) -> bool:
+        return use_reduced_precision(self.device, self.cfg.bf16)
+
+    def seg_store(self) -> ModelStore:
+        return self._get(
+            "seg_store",
+            lambda: ModelStore(
+                "segmentation",
+                published_dir(self.cfg) / SEG_WEIGHTS,
+                self.cfg.weights_dir / SEG_WEIGHTS,
+                self.device,
+                channels_last=self.reduced and self.device.type == "cpu",
+            ),
+        )
+
+    def segmenter(self):
+        from .inference.segmenter import Segmenter
+
+        return self._get("segmenter", lambda: Segmenter(self.seg_store(), self.cfg.seg_spacing, self.reduced))
+
+    def admission(self):
+        from .infers.admission import Admission
+
+        return self._get("admission", lambda: Admission(self.cfg.infer_concurrency, self.cfg.max_queue))
+
+
+def build_infers(rt: Runtime, datastore_getter: Callable[[], Any]) -> dict[str, Any]:
+    """The infer tasks enabled by ``cfg.models``."""
+    infers: dict[str, Any] = {}
+    if "segmentation" in rt.cfg.models:
+        from .infers.segmentation import BrainTumorSegInfer
+
+        infers["segmentation"] = BrainTumorSegInfer(rt.cfg, rt.segmenter(), rt.admission())
+    return infers
+
+
+def build_trainers(rt: Runtime) -> dict[str, Any]:
+    """Train tasks for the enabled models."""
+    return {}
+
+
+def build_strategies(rt: Runtime) -> dict[str, Any]:
+    """Next-sample strategies; all share one reservation book."""
+    from .activelearning.pool import Reservations
+    from .activelearning.strategies import First, Random
+
+    book = rt._get("reservations", Reservations)
+    return {
+        "random": Random(rt.cfg.studies, book, rt.cfg.seed),
+        "first": First(rt.cfg.studies, book),
+    }
+
+
+def build_scoring(rt: Runtime) -> dict[str, Any]:
+    """Scoring methods that store per-case uncertainty in the datastore."""
+    return {}
