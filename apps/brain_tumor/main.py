@@ -12,7 +12,7 @@ from monailabel.interfaces.app import MONAILabelApp
 
 from brain_tumor_mri import __version__
 from brain_tumor_mri.config import AppConfig
-from brain_tumor_mri.wiring import Runtime, build_infers, build_scoring, build_strategies, build_trainers
+from brain_tumor_mri.wiring import Runtime, build_datastore, build_infers, build_scoring, build_strategies, build_trainers
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ class BrainTumorApp(MONAILabelApp):
             "T2 and FLAIR, and tumour-type classification (glioma, meningioma, pituitary, no tumour)",
             version=__version__,
         )
+
+    def init_datastore(self):
+        return build_datastore(self.cfg)
 
     def init_infers(self):
         return build_infers(self.rt, self.datastore)

@@ -68,6 +68,23 @@ class Runtime:
         return self._get("admission", lambda: Admission(self.cfg.infer_concurrency, self.cfg.max_queue))
 
 
+def build_datastore(cfg: AppConfig):
+    """The local datastore with validated, atomic label writes."""
+    from monailabel.config import settings
+
+    from .datastore import BrainTumorDatastore, clean_partial_files
+
+    removed = clean_partial_files(cfg.studies)
+    if removed:
+        logger.warning("removed %d partial label file(s) left by an interrupted save", removed)
+    return BrainTumorDatastore(
+        str(cfg.studies),
+        extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+        auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+        read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+    )
+
+
 def build_infers(rt: Runtime, datastore_getter: Callable[[], Any]) -> dict[str, Any]:
     """The infer tasks enabled by ``cfg.models``."""
     infers: dict[str, Any] = {}

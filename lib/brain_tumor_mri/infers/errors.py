@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
+from pathlib import Path
 from typing import Iterator
 
 from fastapi import HTTPException
@@ -25,3 +27,22 @@ def client_errors(task: str) -> Iterator[None]:
         raise HTTPException(status_code=422, detail=f"{task}: {exc}") from exc
     except FileNotFoundError as exc:
         raise HTTPException(status_code=404, detail=f"{task}: {exc}") from exc
+
+
+def checked_image_path(image: object, studies: Path) -> Path:
+    """The request's image path, which must be a datastore image or an uploaded temp file.
+
+    MONAI Label replaces a known id by its file path and passes unknown ids through, and it
+    accepts any existing path; only files inside the studies folder or the upload temp dir
+    are served, so an id like ``../x`` or ``/etc/passwd`` cannot read other files.
+    """
+    if not image or not isinstance(image, str):
+        raise HTTPException(status_code=404, detail="image not found in the datastore")
+    path = Path(image)
+    if not path.is_file():
+        raise HTTPException(status_code=404, detail=f"image {path.name!r} not found in the datastore")
+    real = path.resolve()
+    roots = (Path(studies).resolve(), Path(tempfile.gettempdir()).resolve())
+    if not any(real.is_relative_to(r) for r in roots):
+        raise HTTPException(status_code=422, detail=f"image {image!r} is outside the datastore")
+    return real

@@ -19,7 +19,7 @@ from ..inference.segmenter import Segmenter
 from ..labels import SEG_LABELS, SEQUENCES
 from ..layout import resolve_case
 from .admission import Admission
-from .errors import client_errors
+from .errors import checked_image_path, client_errors
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class BrainTumorSegInfer(InferTask):
         if ext not in RESULT_EXTENSIONS:
             ext = ".nii.gz"
         with client_errors("segmentation"), self.admission.slot("segmentation"):
-            case = resolve_case(request["image"])
+            case = resolve_case(checked_image_path(request.get("image"), self.cfg.studies))
             stack, affine, missing = load_sequences(
                 case.sequences, allow_missing=self.cfg.allow_missing_sequences, max_voxels=self.cfg.max_voxels
             )
