@@ -92,7 +92,7 @@ class AppConfig:
             "models": ("models", _models, "models to serve: all, or a comma list of segmentation,classification"),
             "device": ("device", _choice("auto", "cpu", "cuda"), "where to run networks (auto picks cuda if present)"),
             "bf16": ("bf16", _choice("auto", "on", "off"), "bf16 autocast on the CPU (auto: when the CPU supports it)"),
-            "seg_spacing": ("seg_spacing", _number(float, 0.5, 4.0), "segmentation working resolution in mm"),
+            "seg_spacing": ("seg_spacing", _number(float, 0.5, 4.0), "working resolution (mm) for a segmentation model trained from scratch; served weights use the spacing in their sidecar"),
             "max_voxels": ("max_voxels", _number(int, 1_000, 1_000_000_000), "largest accepted volume (voxels x sequences)"),
             "allow_missing_sequences": ("allow_missing_sequences", _bool, "zero-fill missing sequences instead of a 4xx"),
             "infer_concurrency": ("infer_concurrency", _number(int, 1, 16), "concurrent inference passes"),

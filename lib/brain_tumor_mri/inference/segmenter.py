@@ -46,6 +46,15 @@ class Segmenter:
         self.spacing = spacing
         self.reduced = reduced_precision
 
+    def working_spacing(self, meta: dict | None = None) -> float:
+        """The spacing the served weights were trained at (sidecar), else the configured one."""
+        meta = self.store.get().meta if meta is None else meta
+        return float(meta.get("spacing", self.spacing))
+
+    def prepare(self, stack: np.ndarray, affine: np.ndarray, label: np.ndarray | None = None):
+        """The shared preprocessing at the served model's spacing."""
+        return prepare_case(stack, affine, self.working_spacing(), label)
+
     @torch.inference_mode()
     def forward(self, image: torch.Tensor, *, flips: tuple[int, ...] = (), mc_dropout: bool = False) -> torch.Tensor:
         """Region probabilities (3, *window) for one preprocessed image (C, *window)."""
@@ -69,8 +78,8 @@ class Segmenter:
 
     def segment(self, stack: np.ndarray, affine: np.ndarray) -> Segmentation:
         """Full pipeline on the input grid: label, probabilities and measurements."""
-        version = self.store.get().version
-        prepared = prepare_case(stack, affine, self.spacing)
+        model = self.store.get()
+        prepared = prepare_case(stack, affine, self.working_spacing(model.meta))
         probs = restore(self.forward(prepared.image), prepared.geometry)
         label = regions_to_label(probs)
-        return Segmentation(label, probs, tumor_measurements(label, affine), version)
+        return Segmentation(label, probs, tumor_measurements(label, affine), model.version)
