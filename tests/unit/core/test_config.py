@@ -45,3 +45,9 @@ def test_readme_table_lists_every_key():
     table = conf_table_markdown()
     for key in AppConfig.keys():
         assert f"`{key}`" in table
+
+
+def test_readme_table_is_current(repo_root):
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- conf-table:start -->\n")[1].split("\n<!-- conf-table:end -->")[0]
+    assert block == conf_table_markdown(), "README --conf table is stale: regenerate it from config.py"
