@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import REPO, Server, copy_studies
+from brain_tumor_mri.server_process import REPO, Server, copy_studies
 
 
 @pytest.fixture(scope="session")
