@@ -106,12 +106,24 @@ def build_strategies(rt: Runtime) -> dict[str, Any]:
     from .activelearning.strategies import First, Random
 
     book = rt._get("reservations", Reservations)
-    return {
+    strategies: dict[str, Any] = {
         "random": Random(rt.cfg.studies, book, rt.cfg.seed),
         "first": First(rt.cfg.studies, book),
     }
+    if "segmentation" in rt.cfg.models:
+        from .activelearning.scoring import served_version
+        from .activelearning.strategies import UncertaintyStrategy
+
+        for method in ("epistemic", "tta"):
+            strategies[method] = UncertaintyStrategy(rt.cfg.studies, book, method,
+                                                     lambda: served_version(rt.seg_store()))
+    return strategies
 
 
 def build_scoring(rt: Runtime) -> dict[str, Any]:
-    """Scoring methods that store per-case uncertainty in the datastore."""
-    return {}
+    """Scoring methods that store per-case uncertainty in the datastore (lazy: no model load)."""
+    if "segmentation" not in rt.cfg.models:
+        return {}
+    from .activelearning.scoring import EpistemicScoring, TTAScoring
+
+    return {"epistemic": EpistemicScoring(rt.cfg, rt.segmenter), "tta": TTAScoring(rt.cfg, rt.segmenter)}

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from monailabel.interfaces.tasks.strategy import Strategy
 
 from .pool import Reservations, candidates
+from .scoring import reload_datastore, stored_score
 
 logger = logging.getLogger(__name__)
 
@@ -60,3 +61,27 @@ class Random(_PoolStrategy):
 
     def pick(self, ids: list[str], datastore: Any) -> tuple[str, dict[str, Any]]:
         return self._rng.choice(ids), {}
+
+
+class UncertaintyStrategy(_PoolStrategy):
+    """The case with the highest stored score of ``method`` for the served model version.
+
+    Scores come from the matching scoring method (``scoring.py``), which runs in another
+    process; cases without a score for the current model rank last, ties go by id, so the
+    strategy still serves something useful before the first scoring run finishes.
+    """
+
+    def __init__(self, studies: Path, reservations: Reservations, method: str,
+                 current_version: Callable[[], str | None]) -> None:
+        super().__init__(f"Most uncertain unlabelled case ({method} score)", studies, reservations)
+        self.method = method
+        self.current_version = current_version
+
+    def pick(self, ids: list[str], datastore: Any) -> tuple[str, dict[str, Any]]:
+        reload_datastore(datastore)
+        version = self.current_version()
+        scores = {i: stored_score(datastore.get_image_info(i), self.method, version) for i in ids}
+        best = min(ids, key=lambda i: (scores[i] is None, -(scores[i] or 0.0), i))
+        if scores[best] is None:
+            logger.info("%s: no case scored for model %s yet; serving by id", self.method, version)
+        return best, {"score": scores[best], "method": self.method}
