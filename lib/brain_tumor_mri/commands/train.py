@@ -1,0 +1,150 @@
+"""``brain-tumor train MODEL STUDIES``: train or fine-tune a model from a datastore folder.
+
+Each trainable model is one entry of ``TARGETS`` (its own sub-parser and run function),
+so adding e.g. ``classification`` means adding one ``add_*_arguments`` / ``run_*`` pair.
+``--init auto`` (the default) fine-tunes the model the server would serve now: the
+datastore's published weights, else the shipped demo weights, else trains from scratch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import brain_tumor_mri
+
+from ..config import AppConfig
+from ..wiring import SEG_WEIGHTS, published_dir
+
+logger = logging.getLogger(__name__)
+
+
+def app_config(studies: str | Path) -> AppConfig:
+    """The app's default config for ``studies`` (same weights locations as the server)."""
+    app_dir = Path(brain_tumor_mri.__file__).resolve().parents[2] / "apps" / "brain_tumor"
+    return AppConfig.from_conf({}, app_dir=app_dir, studies=studies)
+
+
+def add_common_arguments(p: argparse.ArgumentParser, weights_name: str) -> None:
+    """Options every training target shares (data, schedule, output, device)."""
+    p.add_argument("studies", type=Path, metavar="STUDIES", help="datastore folder (MONAI Label studies)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: config train_epochs)")
+    p.add_argument("--lr", type=float, help="learning rate (default: config train_lr)")
+    p.add_argument("--init", default="auto", metavar="WEIGHTS|auto|none",
+                   help="weights to fine-tune; auto = the currently served model; none = from scratch")  # fmt: skip
+    p.add_argument("--out", type=Path, metavar="WEIGHTS", help=f"publish to (default: STUDIES/model/{weights_name})")
+    p.add_argument("--run-dir", type=Path, metavar="DIR", help="metrics, curves (default: STUDIES/model/runs/...)")
+    p.add_argument("--seed", type=int, help="random seed (default: config seed)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default: config device)")
+    p.add_argument("--bf16", choices=("auto", "on", "off"), help="bf16 autocast on the CPU (default: auto)")
+    p.add_argument("--val-fraction", type=float, help="validation split by case (default: config)")
+    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: config)")
+    p.add_argument("--batch-size", type=int, default=2, help="patches per step (default: 2)")
+
+
+def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
+    """Options specific to the 3D region segmentation network."""
+    add_common_arguments(p, SEG_WEIGHTS)
+    p.add_argument("--patch", type=int, default=96, help="cubic training patch in voxels, multiple of 16 (default: 96)")
+    p.add_argument("--samples-per-epoch", type=int, default=0, help="patches per epoch (default: max(cases, 16))")
+    p.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine", help="learning-rate schedule")
+    p.add_argument("--allow-missing-sequences", action="store_true", help="zero-fill missing sequences")
+
+
+def resolve_init(choice: str, published: Path, shipped: Path) -> Path | None:
+    """``auto`` -> published, else shipped, else None; ``none`` -> None; else that file."""
+    if choice == "none":
+        return None
+    if choice == "auto":
+        return next((p for p in (published, shipped) if p.is_file() and p.with_suffix(".json").is_file()), None)
+    path = Path(choice)
+    if not path.is_file():
+        raise ValueError(f"--init {choice}: weights file not found")
+    return path
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[Callable[[], bool]]:
+    """A ``should_stop`` that turns SIGTERM into a clean stop (nothing is published)."""
+    state = {"stop": False}
+
+    def handle(signum: int, frame: Any) -> None:
+        logger.warning("stop requested (signal %d); finishing without publishing", signum)
+        state["stop"] = True
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, handle) if in_main else None
+    try:
+        yield lambda: state["stop"]
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_segmentation(args: argparse.Namespace) -> int:
+    """Load the datastore's labelled cases, train, and publish if the model improved."""
+    from ..trainers.seg_data import load_split
+    from ..trainers.segmentation import SegTrainSettings, train_segmentation
+    from ..transforms.augment import AugmentSettings
+
+    cfg = app_config(args.studies)
+    published = published_dir(cfg) / SEG_WEIGHTS
+    init = resolve_init(args.init, published, cfg.weights_dir / SEG_WEIGHTS)
+    out = args.out or published
+    run_dir = args.run_dir or published_dir(cfg) / "runs" / f"segmentation-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.patch <= 0 or args.patch % 16:
+        raise ValueError(f"--patch {args.patch}: expected a positive multiple of 16")
+    overrides = {k: v for k, v in {
+        "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "device": args.device, "bf16": args.bf16,
+        "patience": args.patience,
+    }.items() if v is not None}  # fmt: skip
+    val_fraction = cfg.train_val_fraction if args.val_fraction is None else args.val_fraction
+    settings = SegTrainSettings.from_config(
+        cfg, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch, schedule=args.schedule,
+        augment=AugmentSettings(patch=(args.patch,) * 3), **overrides,
+    )  # fmt: skip
+    allow_missing = args.allow_missing_sequences
+    train, val, data = load_split(cfg.studies, settings.spacing, val_fraction, settings.seed, allow_missing)
+    command = shlex.join([
+        "brain-tumor", "train", "segmentation", str(args.studies), "--init", str(init or "none"), "--out", str(out),
+        "--epochs", str(settings.epochs), "--lr", str(settings.lr), "--seed", str(settings.seed),
+        "--patience", str(settings.patience), "--val-fraction", str(val_fraction), "--patch", str(args.patch),
+        "--batch-size", str(settings.batch_size), "--samples-per-epoch", str(settings.samples_per_epoch),
+        "--schedule", settings.schedule,
+    ])  # fmt: skip
+    settings = dataclasses.replace(settings, data=data, command=command)
+    logger.info("training on %d cases, validating on %d; run dir %s", len(train), len(val), run_dir)
+    with stop_on_sigterm() as should_stop:
+        result = train_segmentation(settings, train, val, init, out, run_dir, None, should_stop)
+    summary = {k: v for k, v in result.to_dict().items() if k != "history"}
+    (Path(run_dir) / "result.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    logger.info("result: %s", json.dumps(summary, default=str))
+    return 0 if result.status != "stopped" else 3
+
+
+#: Trainable models: name -> (add arguments, run, help).
+TARGETS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
+    "segmentation": (add_segmentation_arguments, run_segmentation, "3D U-Net for WT/TC/ET regions"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One sub-parser per trainable model."""
+    sub = parser.add_subparsers(dest="model", required=True, metavar="MODEL")
+    for name, (add, _, help_) in TARGETS.items():
+        add(sub.add_parser(name, help=help_))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the chosen model's trainer."""
+    return TARGETS[args.model][1](args)
