@@ -130,8 +130,13 @@ def image_path(studies: str | Path, case_id: str) -> Path | None:
     return None
 
 
+def final_label_dir(studies: str | Path) -> Path:
+    """The folder MONAI Label keeps final (ground-truth or corrected) labels in."""
+    return Path(studies) / "labels" / "final"
+
+
 def final_label_path(studies: str | Path, case_id: str) -> Path | None:
-    folder = Path(studies) / "labels" / "final"
+    folder = final_label_dir(studies)
     for ext in IMAGE_EXTS_3D:
         p = folder / f"{validate_case_id(case_id)}{ext}"
         if p.is_file():
