@@ -94,7 +94,7 @@ def stop_on_sigterm() -> Iterator[Callable[[], bool]]:
 def run_segmentation(args: argparse.Namespace) -> int:
     """Load the datastore's labelled cases, train, and publish if the model improved."""
     from ..trainers.seg_data import load_split
-    from ..trainers.segmentation import SegTrainSettings, train_segmentation
+    from ..trainers.segmentation import SegTrainSettings, init_spacing, train_segmentation
     from ..transforms.augment import AugmentSettings
 
     cfg = app_config(args.studies)
@@ -111,7 +111,7 @@ def run_segmentation(args: argparse.Namespace) -> int:
     val_fraction = cfg.train_val_fraction if args.val_fraction is None else args.val_fraction
     settings = SegTrainSettings.from_config(
         cfg, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch, schedule=args.schedule,
-        augment=AugmentSettings(patch=(args.patch,) * 3), **overrides,
+        augment=AugmentSettings(patch=(args.patch,) * 3), spacing=init_spacing(init, cfg.seg_spacing), **overrides,
     )  # fmt: skip
     allow_missing = args.allow_missing_sequences
     train, val, data = load_split(cfg.studies, settings.spacing, val_fraction, settings.seed, allow_missing)

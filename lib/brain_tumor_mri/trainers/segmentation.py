@@ -9,7 +9,7 @@ so the served model is never replaced by a half-trained or worse one.
 
 from __future__ import annotations
 
-import copy
+import json
 import logging
 import math
 import time
@@ -22,7 +22,7 @@ import torch
 
 from ..config import AppConfig
 from ..labels import REGION_CHANNELS, SEG_LABELS, SEQUENCES
-from ..networks.checkpoint import load_model, save_model
+from ..networks.checkpoint import load_model, save_model, sidecar_path
 from ..networks.factory import SEG_DEFAULTS, build_segmentation_network
 from ..runtime import pick_device, to_memory_format, use_reduced_precision
 from ..transforms.augment import AugmentSettings
@@ -101,9 +101,20 @@ def _initial_network(settings: SegTrainSettings, init_weights: Path | None) -> t
     loaded = load_model(init_weights, "segmentation")
     init_spacing = loaded.meta.get("spacing")
     if init_spacing is not None and abs(float(init_spacing) - settings.spacing) > 1e-6:
-        logger.warning("initial model was trained at %s mm, fine-tuning at %s mm", init_spacing, settings.spacing)
+        raise ValueError(
+            f"{init_weights.name} works at {init_spacing} mm but the cases were prepared at {settings.spacing} mm; "
+            "prepare them at the initial model's spacing (see init_spacing)"
+        )
     logger.info("fine-tuning from %s (version %s)", init_weights, loaded.version)
     return loaded.network, {**SEG_DEFAULTS, **loaded.meta.get("network", {})}
+
+
+def init_spacing(init_weights: Path | None, default: float) -> float:
+    """Working spacing for a run: the initial model's (from its sidecar), else ``default``."""
+    if init_weights is None:
+        return default
+    meta = json.loads(sidecar_path(init_weights).read_text(encoding="utf-8"))
+    return float(meta.get("spacing", default))
 
 
 def _schedule(settings: SegTrainSettings, opt: torch.optim.Optimizer) -> Any:

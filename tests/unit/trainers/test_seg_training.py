@@ -206,3 +206,15 @@ def test_cli_trains_segmentation(studies, tmp_path):
     assert result["published"]
     assert load_model(out, "segmentation").meta["training"]["command"].startswith("brain-tumor train segmentation")
     assert main(["train", "segmentation", str(studies), "--init", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_fine_tune_needs_the_initial_models_spacing(split, tmp_path):
+    from brain_tumor_mri.trainers.segmentation import init_spacing
+
+    train, val, _ = split
+    init = tmp_path / "init.pt"
+    save_model(build_segmentation_network(**SMALL_NET), init, {"kind": "segmentation", "network": SMALL_NET,
+                                                               "spacing": 2.0})  # fmt: skip
+    assert init_spacing(init, SPACING) == 2.0 and init_spacing(None, SPACING) == SPACING
+    with pytest.raises(ValueError, match="works at 2.0 mm"):
+        train_segmentation(_settings(), train, val, init, tmp_path / "out.pt", tmp_path / "run", None, None)
