@@ -25,7 +25,6 @@ from ..config import AppConfig
 from ..imageio import load_sequences, save_nifti
 from ..layout import CASES_DIR, resolve_case
 from ..networks.checkpoint import sidecar_path
-from ..transforms.preprocess import prepare_case
 from .pool import is_3d_case
 from .uncertainty import case_uncertainty
 
@@ -129,7 +128,7 @@ class UncertaintyScoring(ScoringMethod):
         stack, affine, _ = load_sequences(
             case.sequences, allow_missing=self.cfg.allow_missing_sequences, max_voxels=self.cfg.max_voxels
         )
-        prepared = prepare_case(stack, affine, segmenter.spacing)
+        prepared = segmenter.prepare(stack, affine)  # at the served model's working spacing
         unc = case_uncertainty(segmenter, prepared, self.method, self.samples, seed=self.cfg.seed)
         folder = Path(uri).parent / CASES_DIR / case.case_id
         if self.save_maps and folder.is_dir():
