@@ -50,6 +50,7 @@ def add_common_arguments(p: argparse.ArgumentParser, weights_name: str) -> None:
     p.add_argument("--val-fraction", type=float, help="validation split by case (default: config)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: config)")
     p.add_argument("--batch-size", type=int, default=2, help="patches per step (default: 2)")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="wall-time budget; the best epoch so far is kept")
 
 
 def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
@@ -111,6 +112,7 @@ def run_segmentation(args: argparse.Namespace) -> int:
     val_fraction = cfg.train_val_fraction if args.val_fraction is None else args.val_fraction
     settings = SegTrainSettings.from_config(
         cfg, batch_size=args.batch_size, samples_per_epoch=args.samples_per_epoch, schedule=args.schedule,
+        max_seconds=args.max_minutes * 60,
         augment=AugmentSettings(patch=(args.patch,) * 3), spacing=init_spacing(init, cfg.seg_spacing), **overrides,
     )  # fmt: skip
     allow_missing = args.allow_missing_sequences
@@ -120,7 +122,7 @@ def run_segmentation(args: argparse.Namespace) -> int:
         "--epochs", str(settings.epochs), "--lr", str(settings.lr), "--seed", str(settings.seed),
         "--patience", str(settings.patience), "--val-fraction", str(val_fraction), "--patch", str(args.patch),
         "--batch-size", str(settings.batch_size), "--samples-per-epoch", str(settings.samples_per_epoch),
-        "--schedule", settings.schedule,
+        "--schedule", settings.schedule, "--max-minutes", f"{args.max_minutes:g}",
     ])  # fmt: skip
     settings = dataclasses.replace(settings, data=data, command=command)
     logger.info("training on %d cases, validating on %d; run dir %s", len(train), len(val), run_dir)

@@ -43,6 +43,7 @@ class SegTrainSettings:
     patience: int = 8
     batch_size: int = 2
     samples_per_epoch: int = 0  # 0: one pass over the training cases, at least 16 patches
+    max_seconds: float = 0.0  # wall-time budget; 0 = none. Ends like the last epoch (publishes)
     seed: int = 0
     device: str = "auto"
     bf16: str = "auto"
@@ -74,7 +75,7 @@ class SegTrainSettings:
 class TrainResult:
     """Outcome of a run: status, publish decision and the per-epoch history."""
 
-    status: str  # finished | early_stopped | stopped
+    status: str  # finished | early_stopped | time_limit | stopped
     published: bool
     decision: str
     publish_path: str | None
@@ -184,7 +185,7 @@ def _run_epochs(
     gen = torch.Generator().manual_seed(settings.seed)
     sched = _schedule(settings, ctx.optimizer)
     n_samples = settings.samples_per_epoch or max(len(train), 16)
-    best, history = _Best(), []
+    best, history, start = _Best(), [], time.monotonic()
     for epoch in range(1, settings.epochs + 1):
         t0 = time.monotonic()
         lr = ctx.optimizer.param_groups[0]["lr"]
@@ -210,6 +211,9 @@ def _run_epochs(
             return "early_stopped", best, history
         if should_stop is not None and should_stop():
             return "stopped", best, history
+        if settings.max_seconds and time.monotonic() - start >= settings.max_seconds:
+            logger.info("time budget of %.0f s reached after epoch %d", settings.max_seconds, epoch)
+            return "time_limit", best, history
     return "finished", best, history
 
 

@@ -173,6 +173,14 @@ def test_two_epoch_run_publishes_and_logs(split, tmp_path):
     assert [s["epoch"] for s in seen] == [1, 2] and set(seen[0]["val_dice"]) >= {"whole_tumor", "mean"}
 
 
+def test_time_budget_ends_the_run_and_still_publishes(split, tmp_path):
+    train, val, _ = split
+    out = tmp_path / "seg.pt"
+    settings = _settings(epochs=5, max_seconds=1e-3)
+    result = train_segmentation(settings, train, val, None, out, tmp_path / "r", None, None)
+    assert result.status == "time_limit" and result.epochs_run == 1 and result.published and out.is_file()
+
+
 def test_fine_tune_without_improvement_is_not_published(split, tmp_path):
     train, val, _ = split
     init = tmp_path / "init.pt"
