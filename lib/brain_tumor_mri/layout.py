@@ -135,6 +135,15 @@ def final_label_dir(studies: str | Path) -> Path:
     return Path(studies) / "labels" / "final"
 
 
+#: Label tag for ground truth withheld from annotators (kept for evaluation only).
+REFERENCE_TAG = "reference"
+
+
+def reference_label_dir(studies: str | Path) -> Path:
+    """Where imported ground truth that should not count as annotated is kept."""
+    return Path(studies) / "labels" / REFERENCE_TAG
+
+
 def final_label_path(studies: str | Path, case_id: str) -> Path | None:
     folder = final_label_dir(studies)
     for ext in IMAGE_EXTS_3D:

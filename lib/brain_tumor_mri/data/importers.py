@@ -24,7 +24,15 @@ import numpy as np
 
 from ..imageio import InputError, check_same_geometry, load_sequences, load_volume, save_label, save_nifti
 from ..labels import DISPLAY_SEQUENCE, LABEL_MAPS, MSD_CHANNEL_ORDER, SEQUENCES, TUMOR_CLASSES, convert_labels
-from ..layout import CASE_META, atomic_write_json, case_dir, final_label_dir, final_label_path, image_path
+from ..layout import (
+    CASE_META,
+    atomic_write_json,
+    case_dir,
+    final_label_dir,
+    final_label_path,
+    image_path,
+    reference_label_dir,
+)
 from .sources import LAYOUTS, SourceCase, discover
 
 logger = logging.getLogger(__name__)
@@ -103,7 +111,7 @@ def _read_label(case: SourceCase, shape: tuple[int, ...], affine: np.ndarray, co
     return convert_labels(data, convention, source=case.label.name)
 
 
-def _stage_3d(case: SourceCase, root: Path, convention: str | None) -> StagedCase:
+def _stage_3d(case: SourceCase, root: Path, convention: str | None, withhold: bool = False) -> StagedCase:
     """Validate a 3D case and write its datastore files under the staging ``root``."""
     volumes, affine = _read_3d(case)
     folder = case_dir(root, case.case_id)
@@ -114,8 +122,9 @@ def _stage_3d(case: SourceCase, root: Path, convention: str | None) -> StagedCas
             files.append(save_nifti(folder / f"{key}{NIFTI}", volumes[key], affine, _storage_dtype(volumes[key])))
     if case.label is not None:
         label = _read_label(case, volumes[DISPLAY_SEQUENCE].shape, affine, convention or case.convention or "internal")
-        final_label_dir(root).mkdir(parents=True, exist_ok=True)
-        files.append(save_label(final_label_dir(root) / f"{case.case_id}{NIFTI}", label, affine))
+        label_dir = reference_label_dir(root) if withhold else final_label_dir(root)
+        label_dir.mkdir(parents=True, exist_ok=True)
+        files.append(save_label(label_dir / f"{case.case_id}{NIFTI}", label, affine))
     meta = {
         "kind": "3d",
         "tumor_type": case.tumor_type,
@@ -127,7 +136,7 @@ def _stage_3d(case: SourceCase, root: Path, convention: str | None) -> StagedCas
     files.append(folder / CASE_META)
     flair = volumes[DISPLAY_SEQUENCE]
     files.append(save_nifti(root / f"{case.case_id}{NIFTI}", flair, affine, _storage_dtype(flair)))
-    return StagedCase(case, tuple(p.relative_to(root) for p in files), case.label is not None)
+    return StagedCase(case, tuple(p.relative_to(root) for p in files), case.label is not None and not withhold)
 
 
 def read_grey(path: Path) -> Any:
@@ -246,10 +255,18 @@ def _summarise(done: list[StagedCase], skipped: int) -> ImportSummary:
     return summary
 
 
-def _stage(case: SourceCase, root: Path, label_convention: str | None) -> StagedCase:
+def _stage(case: SourceCase, root: Path, label_convention: str | None, withhold: bool = False) -> StagedCase:
     """Stage one case of either kind, naming the case in any error."""
     with _naming(case):
-        return _stage_3d(case, root, label_convention) if case.kind == "3d" else _stage_2d(case, root)
+        return _stage_3d(case, root, label_convention, withhold) if case.kind == "3d" else _stage_2d(case, root)
+
+
+def _withheld(cases: list[SourceCase], unlabelled: int) -> set[str]:
+    """Ids of the last ``unlabelled`` labelled 3D cases (by id): their truth is not final."""
+    if unlabelled < 0:
+        raise ValueError(f"--unlabelled {unlabelled}: expected a count >= 0")
+    ids = sorted(c.case_id for c in cases if c.kind == "3d" and c.label is not None)
+    return set(ids[len(ids) - unlabelled:]) if unlabelled else set()
 
 
 def import_dataset(
@@ -259,8 +276,14 @@ def import_dataset(
     layout: str | None = None,
     tumor_type: str | None = None,
     label_convention: str | None = None,
+    unlabelled: int = 0,
 ) -> ImportSummary:
-    """Import every case under ``src`` into the datastore ``studies``, all or nothing."""
+    """Import every case under ``src`` into the datastore ``studies``, all or nothing.
+
+    ``unlabelled`` > 0 keeps the ground truth of that many labelled 3D cases under the
+    ``reference`` tag instead of ``final``, so they stay in the annotation pool (for demos,
+    active learning and its evaluation) while their truth is not lost.
+    """
     src, studies = Path(src).absolute(), Path(studies).absolute()
     if label_convention is not None and label_convention not in LABEL_MAPS:
         raise ValueError(f"unknown label convention {label_convention!r}; expected one of {sorted(LABEL_MAPS)}")
@@ -271,7 +294,8 @@ def import_dataset(
     studies.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{studies.name}.import-", dir=studies.parent) as tmp:
         root = Path(tmp)
-        staged = [_stage(case, root, label_convention) for case in cases]
+        withheld = _withheld(cases, unlabelled)
+        staged = [_stage(case, root, label_convention, case.case_id in withheld) for case in cases]
         moves: list[tuple[Path, Path]] = []
         done: list[StagedCase] = []
         for case in staged:
@@ -300,11 +324,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(LABEL_MAPS),
         help="label numbering of the 3D ground truth (default: per layout; brats2024 maps resection cavity 4 to 0)",
     )
+    parser.add_argument(
+        "--unlabelled", type=int, default=0, metavar="N",
+        help="keep the ground truth of the last N labelled 3D cases as tag 'reference', not 'final' "
+        "(they stay unlabelled for annotation and active learning)",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the import; bad input raises ValueError, which the CLI reports with exit code 2."""
     import_dataset(
-        args.src, args.studies, layout=args.layout, tumor_type=args.tumor_type, label_convention=args.label_convention
-    )
+        args.src, args.studies, layout=args.layout, tumor_type=args.tumor_type, label_convention=args.label_convention,
+        unlabelled=args.unlabelled,
+    )  # fmt: skip
     return 0

@@ -301,3 +301,21 @@ def test_corrupt_2d_image_names_the_file(tmp_path):
     with pytest.raises(InputError, match="broken.jpg: cannot read image"):
         import_dataset(tmp_path / "src", tmp_path / "studies")
     assert not (tmp_path / "studies").exists()
+
+
+def test_unlabelled_keeps_truth_as_reference_tag(tmp_path):
+    src, studies = tmp_path / "src", tmp_path / "studies"
+    for i, cid in enumerate(("C-1", "C-2", "C-3")):
+        make_brats2023(src, cid, seed=10 * i)
+    summary = import_dataset(src, studies, unlabelled=2)
+    assert summary.labelled == 1
+    assert layout.final_label_path(studies, "C-1") is not None
+    for cid in ("C-2", "C-3"):
+        assert layout.final_label_path(studies, cid) is None
+        ref = layout.reference_label_dir(studies) / f"{cid}.nii.gz"
+        assert np.array_equal(_nifti(ref)[0], _label((0, 1, 2, 3)))
+    before = snapshot(studies)
+    assert import_dataset(src, studies, unlabelled=2).total == 0
+    assert snapshot(studies) == before
+    with pytest.raises(ValueError, match="expected a count >= 0"):
+        import_dataset(src, tmp_path / "other", unlabelled=-1)
