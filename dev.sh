@@ -38,7 +38,7 @@ studies() {
   # A working copy of the sample data as a MONAI Label datastore (never serve sample-data/
   # itself: the server writes datastore_v2.json and .lock into its studies folder).
   if [ ! -d "$STUDIES" ]; then
-    "$VENV/bin/brain-tumor" import sample-data "$STUDIES"
+    "$VENV/bin/brain-tumor" import sample-data "$STUDIES" --unlabelled 4
   fi
 }
 

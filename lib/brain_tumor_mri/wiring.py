@@ -96,8 +96,15 @@ def build_infers(rt: Runtime, datastore_getter: Callable[[], Any]) -> dict[str, 
 
 
 def build_trainers(rt: Runtime) -> dict[str, Any]:
-    """Train tasks for the enabled models."""
-    return {}
+    """Train tasks for the enabled models (each runs ``brain-tumor train <model>``)."""
+    from .commands.train import TARGETS
+    from .trainers.train_task import ModelTrainTask
+
+    descriptions = {
+        "segmentation": "Fine-tune the 3D U-Net on the datastore's final labels",
+        "classification": "Fine-tune the tumour-type classifiers on the datastore's class labels",
+    }
+    return {m: ModelTrainTask(rt.cfg, m, descriptions[m]) for m in rt.cfg.models if m in TARGETS}
 
 
 def build_strategies(rt: Runtime) -> dict[str, Any]:

@@ -15,7 +15,7 @@ def imported_studies(tmp_path_factory) -> Path:
     from brain_tumor_mri.data.importers import import_dataset
 
     dst = tmp_path_factory.mktemp("imported") / "studies"
-    import_dataset(REPO / "sample-data", dst)
+    import_dataset(REPO / "sample-data", dst, unlabelled=4)
     return dst
 
 
