@@ -41,21 +41,26 @@ class MemoryDatastore:
     """The datastore calls strategies make, over ids held in memory (all 3D cases)."""
 
     def __init__(self, ids: list[str], labelled: set[str], studies: Path) -> None:
+        """``ids`` all count as 3D cases; ``labelled`` grows as the simulated annotator works."""
         self.studies = studies  # never created: no case.json, so the ".nii.gz" name marks 3D
         self.ids = sorted(ids)
         self.labelled = set(labelled)
         self.infos: dict[str, dict[str, Any]] = {i: {"name": f"{i}.nii.gz"} for i in self.ids}
 
     def get_unlabeled_images(self, label_tag: str | None = None, labels: Any = None) -> list[str]:
+        """Ids not labelled yet, sorted."""
         return [i for i in self.ids if i not in self.labelled]
 
     def get_labeled_images(self, label_tag: str | None = None, labels: Any = None) -> list[str]:
+        """Ids labelled so far, sorted."""
         return [i for i in self.ids if i in self.labelled]
 
     def get_image_info(self, image_id: str) -> dict[str, Any]:
+        """A copy of the case's info (name and stored scores)."""
         return {**self.infos[image_id], "scores": dict(self.infos[image_id].get("scores", {}))}
 
     def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
+        """Merge ``info`` into the case's info at the top level, as MONAI Label does."""
         self.infos[image_id].update(info)
 
 
@@ -104,7 +109,8 @@ def evaluate(seg: Segmenter, cases: list[SegCase]) -> dict[str, float]:
     return out
 
 
-def fine_tune(settings: SegTrainSettings, cases: list[SegCase], init: Path | None, weights: Path, run_dir: Path) -> bool:
+def fine_tune(settings: SegTrainSettings, cases: list[SegCase], init: Path | None, weights: Path,
+              run_dir: Path) -> bool:
     """Train on the labelled ``cases`` (validating on them); True if new weights were published."""
     result = train_segmentation(settings, cases, cases, init, weights, run_dir)
     logger.info("fine-tune on %d cases: %s", len(cases), result.decision)
@@ -184,10 +190,11 @@ def summarize_curves(results: list[RoundResult]) -> dict[str, dict[int, tuple[fl
     acc: dict[str, dict[int, list[float]]] = {}
     for r in results:
         acc.setdefault(r.strategy, {}).setdefault(r.n_labelled, []).append(r.dice["mean"])
-    return {
-        s: {n: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) for n, v in sorted(c.items())}
-        for s, c in acc.items()
-    }
+
+    def stats(v: list[float]) -> tuple[float, float, int]:
+        return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+    return {s: {n: stats(v) for n, v in sorted(c.items())} for s, c in acc.items()}
 
 
 def labels_saved(curves: dict[str, dict[int, tuple[float, float, int]]], baseline: str = "random") -> dict[str, Any]:

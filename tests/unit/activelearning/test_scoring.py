@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_NETWORK, write_3d_case, write_case_meta
+from al_helpers import TINY_NETWORK, write_3d_case, write_case_meta
 
 from brain_tumor_mri.activelearning.scoring import EpistemicScoring, TTAScoring, served_version
 from brain_tumor_mri.activelearning.uncertainty import MIN_REGION_VOXELS, case_uncertainty, summarize, tta_flips

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import StubDatastore, write_case_meta
+from al_helpers import StubDatastore, write_case_meta
 
 from brain_tumor_mri.activelearning.pool import Reservations
 from brain_tumor_mri.activelearning.strategies import First, Random, UncertaintyStrategy
