@@ -39,7 +39,8 @@ class Server:
                 "--studies", str(studies), "--host", "127.0.0.1", "-p", str(self.port)]
         for k, v in (conf or {"models": "all"}).items():
             args += ["--conf", k, v]
-        env = {**os.environ, "BRAIN_TUMOR_WEIGHTS_DIR": str(weights_dir or REPO / "model_weights"),
+        weights = weights_dir or os.environ.get("BRAIN_TUMOR_WEIGHTS_DIR") or REPO / "model_weights"
+        env = {**os.environ, "BRAIN_TUMOR_WEIGHTS_DIR": str(weights),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))

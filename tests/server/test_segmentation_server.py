@@ -1,0 +1,92 @@
+"""Segmentation through a real server, driven the way the Slicer extension drives it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import requests
+
+from brain_tumor_mri.imageio import load_volume
+from brain_tumor_mri.inference.measure import voxel_volume_ml
+from brain_tumor_mri.labels import SEG_LABELS
+from brain_tumor_mri.layout import list_cases, read_case_meta
+
+pytestmark = pytest.mark.server
+
+SLICER_PARAMS = {"result_extension": ".nrrd", "result_dtype": "uint8"}
+
+
+def _tumour_case(studies) -> str:
+    """A glioma case of the sample datastore (it has all three compartments)."""
+    ids = [c for c in list_cases(studies, kind="3d") if read_case_meta(studies, c).get("tumor_type") == "glioma"]
+    assert ids, "sample datastore has no glioma case"
+    return ids[0]
+
+
+def test_info_lists_segmentation_model(server):
+    info = server.client.info()
+    model = info["models"]["segmentation"]
+    assert model["type"] == "segmentation" and model["dimension"] == 3
+    assert model["labels"] == {"necrotic_core": 1, "edema": 2, "enhancing_tumor": 3}
+    assert "config" not in info, "a top-level config key makes Slicer ask for a server upgrade"
+    assert {"random", "first"} <= set(info["strategies"])
+
+
+def test_segment_returns_label_on_input_grid_with_matching_volumes(server):
+    case_id = _tumour_case(server.studies)
+    image, image_affine = load_volume(server.studies / f"{case_id}.nii.gz")
+    label_file, params = server.client.infer("segmentation", case_id, SLICER_PARAMS)
+    assert str(label_file).endswith(".nrrd")
+    label, affine = load_volume(label_file)
+    assert label.shape == image.shape
+    assert np.allclose(affine, image_affine, atol=1e-4)
+    values = set(np.unique(label).astype(int).tolist())
+    assert values <= {0, 1, 2, 3} and values & {1, 2, 3}, values
+    assert params["label_names"] == SEG_LABELS
+    assert params["model_version"]
+    vox = voxel_volume_ml(image_affine)
+    vols = params["volumes_ml"]
+    for name, value in SEG_LABELS.items():
+        assert vols[name] == pytest.approx((label == value).sum() * vox, abs=1e-2)
+    assert vols["whole_tumor"] == pytest.approx((label > 0).sum() * vox, abs=1e-2)
+    assert vols["tumor_core"] == pytest.approx(np.isin(label, (1, 3)).sum() * vox, abs=1e-2)
+    centroid = np.argwhere(label > 0).mean(axis=0)
+    assert np.allclose(params["centroid"]["voxel"], centroid, atol=0.02)
+
+
+def test_segmentation_matches_ground_truth(server, imported_studies):
+    """The shipped weights find the tumour on a sample case (the sample cases are held out)."""
+    case_id = _tumour_case(server.studies)
+    gt_file = next(imported_studies.glob(f"labels/*/{case_id}.nii.gz"))  # final or withheld reference
+    gt, _ = load_volume(gt_file)
+    label_file, _ = server.client.infer("segmentation", case_id, {})
+    label, _ = load_volume(label_file)
+    inter = np.logical_and(label > 0, gt > 0).sum()
+    dice = 2 * inter / ((label > 0).sum() + (gt > 0).sum())
+    assert dice > 0.8, f"whole-tumour Dice {dice:.3f}"
+
+
+@pytest.mark.parametrize(
+    "image, status, message",
+    [
+        ("no-such-case", 404, "not found"),
+        ("../etc", 404, "not found"),
+        ("/etc/passwd", 422, "outside the datastore"),
+    ],
+)
+def test_bad_image_ids(server, image, status, message):
+    r = requests.post(f"{server.url}/infer/segmentation", params={"image": image}, data={"params": "{}"}, timeout=60)
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+    assert server.alive()
+
+
+def test_upload_without_other_sequences_names_them(server):
+    case_id = _tumour_case(server.studies)
+    with open(server.studies / f"{case_id}.nii.gz", "rb") as fp:
+        r = requests.post(f"{server.url}/infer/segmentation", files={"file": ("flair.nii.gz", fp)},
+                          data={"params": json.dumps(SLICER_PARAMS)}, timeout=60)
+    assert r.status_code == 422
+    assert "missing sequence(s): t1n, t1c, t2w" in r.json()["detail"]
