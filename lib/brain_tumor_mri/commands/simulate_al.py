@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples-per-epoch", type=int, default=16, help="patches per epoch (default: 16)")
     p.add_argument("--patch", type=int, default=48, help="cubic training patch, multiple of 16 (default: 48)")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate (default: 2e-3)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads; 1 is fastest on a CPU shared with other jobs (default: torch's choice)")
     p.add_argument("--data-seed", type=int, default=1234, help="seed of the generated cases (default: 1234)")
 
 
@@ -143,6 +145,8 @@ def simulate(args: argparse.Namespace, work: Path) -> int:
     from ..activelearning import simulation as simmod
 
     t0 = time.monotonic()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     sim = sim_settings(args)
