@@ -80,6 +80,7 @@ def stop_on_sigterm() -> Iterator[Callable[[], bool]]:
     state = {"stop": False}
 
     def handle(signum: int, frame: Any) -> None:
+        """Remember the request; the run checks it between steps."""
         logger.warning("stop requested (signal %d); finishing without publishing", signum)
         state["stop"] = True
 

@@ -30,6 +30,7 @@ class RunLog:
     """Writes each epoch's stats to the log, ``metrics.csv`` and TensorBoard in ``run_dir``."""
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+        """Create ``run_dir``, start ``metrics.csv`` with its header and open TensorBoard."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "metrics.csv"
