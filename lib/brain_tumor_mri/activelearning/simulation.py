@@ -2,7 +2,7 @@
 
 Every round a strategy picks ``batch`` cases from the unlabelled pool, their ground truth
 is "revealed" (the simulated annotator labels them), the model is fine-tuned briefly with
-the training API the app uses, and Dice (mean of WT/TC/ET) is measured on a fixed held-out
+the app's training loop (the initial model with its full training run), and Dice (mean of WT/TC/ET) is measured on a fixed held-out
 set. The picking runs the app's own code: the ``Random`` and ``UncertaintyStrategy``
 strategies over an in-memory datastore, with scores from ``uncertainty.case_uncertainty``
 stored by ``scoring.merge_score`` exactly as the scoring methods store them.
@@ -22,8 +22,10 @@ import torch
 
 from ..inference.segmenter import Segmenter
 from ..labels import label_to_regions, regions_to_label
+from ..networks.checkpoint import load_model, save_model
 from ..networks.store import ModelStore
-from ..runtime import use_reduced_precision
+from ..runtime import to_memory_format, use_reduced_precision
+from ..trainers.loop import StepContext, train_epoch
 from ..trainers.metrics import dice
 from ..trainers.seg_data import SegCase
 from ..trainers.segmentation import SegTrainSettings, train_segmentation
@@ -109,12 +111,34 @@ def evaluate(seg: Segmenter, cases: list[SegCase]) -> dict[str, float]:
     return out
 
 
-def fine_tune(settings: SegTrainSettings, cases: list[SegCase], init: Path | None, weights: Path,
-              run_dir: Path) -> bool:
-    """Train on the labelled ``cases`` (validating on them); True if new weights were published."""
-    result = train_segmentation(settings, cases, cases, init, weights, run_dir)
-    logger.info("fine-tune on %d cases: %s", len(cases), result.decision)
-    return result.published
+def train_initial(settings: SegTrainSettings, cases: list[SegCase], weights: Path, run_dir: Path) -> None:
+    """Train the starting model from scratch with the app's training run (it always publishes)."""
+    result = train_segmentation(settings, cases, cases, None, weights, run_dir)
+    if not result.published:
+        raise RuntimeError(f"the initial model was not published: {result.decision}")
+
+
+def fine_tune(settings: SegTrainSettings, cases: list[SegCase], weights: Path) -> float:
+    """Fine-tune ``weights`` in place on the labelled ``cases`` for ``settings.epochs``; mean loss.
+
+    Uses the training loop of ``trainers`` but keeps the last epoch instead of gating on
+    validation: the only validation data an annotation loop has are the labelled cases
+    themselves, and a gate on them rejects more updates after hard (uncertain) picks, which
+    would freeze exactly the curves being compared.
+    """
+    loaded = load_model(weights, "segmentation")
+    device = torch.device("cpu")
+    reduced = use_reduced_precision(device, settings.bf16) and settings.amp
+    net = to_memory_format(loaded.network, reduced)
+    opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    ctx = StepContext(device, reduced, reduced, opt)
+    gen = torch.Generator().manual_seed(settings.seed)
+    n_samples = settings.samples_per_epoch or max(len(cases), 16)
+    losses = [train_epoch(net, cases, ctx, gen, settings.augment, settings.batch_size, n_samples)
+              for _ in range(settings.epochs)]
+    net.eval()
+    save_model(net.to(memory_format=torch.contiguous_format), weights, loaded.meta)
+    return float(np.mean([x for x in losses if x is not None]))
 
 
 def pick(strategy: str, ds: MemoryDatastore, pool: dict[str, SegCase], seg: Segmenter,
@@ -165,12 +189,12 @@ def run_strategy(strategy: str, seed: int, pool: dict[str, SegCase], test: list[
             break
         ds.labelled.update(picked)
         cases = [pool[i] for i in sorted(ds.labelled)]
-        fine_tune(train, cases, weights, weights, weights.parent / f"round{rnd}")
+        loss = fine_tune(train, cases, weights)
         scores = evaluate(seg, test)
         results.append(RoundResult(seed, strategy, rnd, len(ds.labelled), scores, picked,
                                    round(time.monotonic() - t0, 1)))
-        logger.info("seed %d %s round %d: %d labelled, Dice %.4f (picked %s)", seed, strategy, rnd,
-                    len(ds.labelled), scores["mean"], ",".join(picked))
+        logger.info("seed %d %s round %d: %d labelled, loss %.3f, Dice %.4f (picked %s)", seed, strategy, rnd,
+                    len(ds.labelled), loss, scores["mean"], ",".join(picked))
     return results
 
 
@@ -180,8 +204,7 @@ def initial_model(seed: int, pool: dict[str, SegCase], work: Path, sim: SimSetti
     initial = sorted(rng.choice(sorted(pool), size=sim.initial, replace=False).tolist())
     weights = work / f"seed{seed}-initial" / "segmentation.pt"
     settings = replace(sim.train, seed=seed, epochs=sim.initial_epochs, patience=sim.initial_epochs)
-    if not fine_tune(settings, [pool[i] for i in initial], None, weights, weights.parent / "run"):
-        raise RuntimeError(f"seed {seed}: the initial model was not published")
+    train_initial(settings, [pool[i] for i in initial], weights, weights.parent / "run")
     return initial, weights
 
 

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spacing", type=float, default=3.0, help="working spacing in mm (default: 3)")
     p.add_argument("--channels", default="4,8,16,32,64", help="U-Net channels (default: 4,8,16,32,64)")
     p.add_argument("--samples", type=int, default=4, help="stochastic passes per uncertainty score (default: 4)")
-    p.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per round (default: 6)")
+    p.add_argument("--epochs", type=int, default=8, help="fine-tuning epochs per round (default: 8)")
     p.add_argument("--initial-epochs", type=int, default=20, help="epochs of the initial model (default: 20)")
     p.add_argument("--samples-per-epoch", type=int, default=16, help="patches per epoch (default: 16)")
     p.add_argument("--patch", type=int, default=48, help="cubic training patch, multiple of 16 (default: 48)")
