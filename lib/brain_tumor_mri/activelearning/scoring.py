@@ -90,9 +90,11 @@ class UncertaintyScoring(ScoringMethod):
         self.save_maps = save_maps
 
     def info(self) -> dict[str, Any]:
+        """What ``/info`` shows for this method: description, method and number of passes."""
         return {**super().info(), "method": self.method, "samples": self.samples}
 
     def __call__(self, request: dict[str, Any], datastore: Any) -> dict[str, Any]:
+        """Score unlabelled 3D cases lacking a current-model score (all with ``force``); report ids."""
         result: dict[str, Any] = {"method": self.method, "scored": [], "skipped": 0, "failed": []}
         segmenter = self._segmenter()
         try:
