@@ -30,7 +30,7 @@ class Server:
     """A running server process and a client bound to it."""
 
     def __init__(self, studies: Path, conf: dict[str, str] | None = None, log: Path | None = None,
-                 weights_dir: Path | None = None) -> None:
+                 weights_dir: Path | None = None, env: dict[str, str] | None = None) -> None:
         self.studies = studies
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -41,7 +41,7 @@ class Server:
             args += ["--conf", k, v]
         weights = weights_dir or os.environ.get("BRAIN_TUMOR_WEIGHTS_DIR") or REPO / "model_weights"
         env = {**os.environ, "BRAIN_TUMOR_WEIGHTS_DIR": str(weights),
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
         self.client = MONAILabelClient(self.url, tmpdir=str(studies.parent / "client"))
