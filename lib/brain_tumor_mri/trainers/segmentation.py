@@ -44,6 +44,7 @@ class SegTrainSettings:
     batch_size: int = 2
     samples_per_epoch: int = 0  # 0: one pass over the training cases, at least 16 patches
     max_seconds: float = 0.0  # wall-time budget; 0 = none. Ends like the last epoch (publishes)
+    store_half: bool = True  # publish fp16 weights (half the file; load_model casts back to fp32)
     seed: int = 0
     device: str = "auto"
     bf16: str = "auto"
@@ -151,6 +152,7 @@ def _sidecar(settings: SegTrainSettings, kwargs: dict[str, Any], training: dict[
         "sequences": list(SEQUENCES),
         "regions": list(REGION_CHANNELS),
         "labels": dict(SEG_LABELS),
+        "storage_dtype": "float16" if settings.store_half else "float32",
         "training": training,
     }
 
@@ -274,6 +276,7 @@ def _decide_and_publish(
     else:
         net = build_segmentation_network(**kwargs)
         net.load_state_dict(best.state)
+        net = net.half() if settings.store_half else net
         training = {
             "epochs": result.epochs_run, "best_epoch": best.epoch, "best_metric": best.metric,
             "baseline_metric": result.baseline_metric, "dice": best.dice, "n_train": n_train, "n_val": n_val,

@@ -163,6 +163,8 @@ def test_two_epoch_run_publishes_and_logs(split, tmp_path):
     assert result.version != old["version"]
     loaded = load_model(out, "segmentation")
     assert loaded.version == result.version
+    assert next(loaded.network.parameters()).dtype == torch.float32  # stored fp16, served fp32
+    assert loaded.meta["storage_dtype"] == "float16"
     meta = loaded.meta
     assert meta["regions"] == ["whole_tumor", "tumor_core", "enhancing_tumor"] and meta["spacing"] == SPACING
     assert meta["training"]["n_train"] == 2 and meta["training"]["n_val"] == 1 and meta["training"]["epochs"] == 2
