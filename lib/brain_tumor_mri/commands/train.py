@@ -135,9 +135,24 @@ def run_segmentation(args: argparse.Namespace) -> int:
     return 0 if result.status != "stopped" else 3
 
 
+def add_classification_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the 2D/3D tumour-type classifiers (see ``train_classification``)."""
+    from .train_classification import add_classification_arguments as add
+
+    add(p)
+
+
+def run_classification(args: argparse.Namespace) -> int:
+    """Train the tumour-type classifier(s) and publish those that improved."""
+    from .train_classification import run_classification as run_
+
+    return run_(args)
+
+
 #: Trainable models: name -> (add arguments, run, help).
 TARGETS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "segmentation": (add_segmentation_arguments, run_segmentation, "3D U-Net for WT/TC/ET regions"),
+    "classification": (add_classification_arguments, run_classification, "2D and 3D tumour-type classifiers"),
 }
 
 
