@@ -12,6 +12,7 @@ from monailabel.interfaces.app import MONAILabelApp
 
 from brain_tumor_mri import __version__
 from brain_tumor_mri.config import AppConfig
+from brain_tumor_mri.server_patches import run_inference_in_threads
 from brain_tumor_mri.wiring import Runtime, build_datastore, build_infers, build_scoring, build_strategies, build_trainers
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,11 @@ class BrainTumorApp(MONAILabelApp):
             "T2 and FLAIR, and tumour-type classification (glioma, meningioma, pituitary, no tumour)",
             version=__version__,
         )
+
+    def server_mode(self, mode: bool) -> None:
+        super().server_mode(mode)
+        if mode:
+            run_inference_in_threads()
 
     def init_datastore(self):
         return build_datastore(self.cfg)
