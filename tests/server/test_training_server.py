@@ -1,0 +1,102 @@
+"""Retraining from corrections through a real server: publish, hot swap, stop, 429."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from brain_tumor_mri.imageio import load_volume, save_label
+from brain_tumor_mri.layout import list_cases
+
+from .harness import Server, copy_studies
+
+pytestmark = pytest.mark.server
+
+SLICER_LABEL_INFO = {"label_info": [{"name": "necrotic_core", "idx": 1}, {"name": "edema", "idx": 2},
+                                    {"name": "enhancing_tumor", "idx": 3}]}
+
+
+@pytest.fixture()
+def train_server(imported_studies, tmp_path):
+    srv = Server(copy_studies(imported_studies, tmp_path / "studies"), {"models": "segmentation"},
+                 env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"})
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _wait_training(srv: Server, timeout: float = 420) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = requests.get(f"{srv.url}/train/", timeout=30).json()
+        if task and task.get("status") in ("DONE", "ERROR", "STOPPED"):
+            return task
+        time.sleep(2)
+    raise TimeoutError(f"training did not finish in {timeout}s:\n{srv.log_tail()}")
+
+
+def _version(srv: Server, case_id: str) -> str:
+    return srv.client.infer("segmentation", case_id, {})[1]["model_version"]
+
+
+def test_corrections_retrain_and_hot_swap(train_server, tmp_path):
+    srv, client = train_server, train_server.client
+    unlabelled = sorted(set(list_cases(srv.studies, kind="3d")) & set(client.datastore()["objects"]))
+    case_id = next(c for c in unlabelled if not (srv.studies / "labels" / "final" / f"{c}.nii.gz").exists())
+    before = _version(srv, case_id)
+    # a "corrected" label as Slicer saves it: NRRD with segment names in label_info
+    reference = next(srv.studies.glob(f"labels/reference/{case_id}.nii.gz"))
+    truth, affine = load_volume(reference)
+    corrected = save_label(tmp_path / "corrected.nrrd", truth.astype(np.uint8), affine)
+    client.save_label(case_id, str(corrected), tag="final", params=SLICER_LABEL_INFO)
+    assert next_ids(client, 8).isdisjoint({case_id}), "a labelled case was offered again"
+
+    client.train_start("segmentation", {"max_epochs": 1, "init": "none"})
+    r = requests.post(f"{srv.url}/train/segmentation", json={}, timeout=30)
+    assert r.status_code == 429, r.text
+    # inference keeps answering while training runs
+    assert _version(srv, case_id) == before
+    task = _wait_training(srv)
+    assert task["status"] == "DONE", json.dumps(task, default=str)[:2000]
+    stats = client.info()["train_stats"]["segmentation"]
+    assert stats["status"] in ("finished", "early_stopped") and stats["published"] is True
+    assert 0.0 <= stats["best_metric"] <= 1.0
+    after = _version(srv, case_id)
+    assert after != before and after == stats["model_version"]
+
+
+def next_ids(client, n: int) -> set[str]:
+    ids = set()
+    for _ in range(n):
+        res = client.next_sample("first", {})
+        if not res:
+            break
+        ids.add(res["id"])
+    return ids
+
+
+def test_stopped_training_keeps_previous_model(train_server):
+    srv, client = train_server, train_server.client
+    case_id = sorted(client.datastore()["objects"])[0]
+    before = _version(srv, case_id)
+    client.train_start("segmentation", {"max_epochs": 200, "init": "none"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        task = requests.get(f"{srv.url}/train/", timeout=30).json()
+        if task.get("status") == "RUNNING" and any("training on" in line for line in task.get("details", [])):
+            break
+        time.sleep(1)
+    client.train_stop()
+    task = _wait_training(srv, 60)
+    assert task["status"] == "STOPPED"
+    assert _version(srv, case_id) == before
+    model_dir = srv.studies / "model"
+    assert not list(model_dir.glob("segmentation.pt")), "a stopped run must not publish"
+    assert not list(model_dir.glob(".segmentation*")), "no half-written weights left behind"
+    assert srv.alive()
