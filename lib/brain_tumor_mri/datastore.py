@@ -53,6 +53,9 @@ def remap_by_segment_names(label: np.ndarray, label_info: Any, source: str) -> n
 class BrainTumorDatastore(LocalDatastore):
     """LocalDatastore whose label/image writes are validated and atomic."""
 
+    #: largest accepted upload (voxels); set from ``AppConfig.max_voxels`` by the app
+    max_voxels: int | None = None
+
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         try:
             validate_case_id(image_id)
@@ -74,7 +77,7 @@ class BrainTumorDatastore(LocalDatastore):
     def _checked_label(self, label_file: Path, image_path: Path, label_info: Any, image_id: str) -> tuple:
         if not label_file.is_file() or label_file.stat().st_size == 0:
             raise InputError(f"label for {image_id!r} is an empty file")
-        data, affine = load_volume(label_file, ndim=3)
+        data, affine = load_volume(label_file, ndim=3, max_voxels=self.max_voxels)
         img_data, img_affine = load_volume(image_path, ndim=3)
         check_same_geometry(f"image {image_id}", img_data.shape, img_affine, f"label for {image_id}",
                             data.shape, affine)
@@ -115,7 +118,7 @@ class BrainTumorDatastore(LocalDatastore):
         try:
             validate_case_id(image_id)
             if str(image_filename).lower().endswith(IMAGE_EXTS_3D):
-                load_volume(image_filename, ndim=3)
+                load_volume(image_filename, ndim=3, max_voxels=self.max_voxels)
         except (InputError, ValueError) as exc:
             raise HTTPException(status_code=422, detail=f"add image: {exc}") from exc
         return super().add_image(image_id, image_filename, image_info)

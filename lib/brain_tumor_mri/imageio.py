@@ -89,9 +89,6 @@ def load_sequences(
     only when ``allow_missing``). Missing sequences otherwise raise ``InputError``.
     """
     missing = [s for s in SEQUENCES if s not in paths]
-    if missing and not allow_missing:
-        names = ", ".join(missing)
-        raise InputError(f"case is missing sequence(s): {names}; expected {', '.join(SEQUENCES)}")
     if len(missing) == len(SEQUENCES):
         raise InputError("case has no sequences")
     per_seq = None if max_voxels is None else max_voxels // len(SEQUENCES)
@@ -108,6 +105,9 @@ def load_sequences(
             check_same_geometry(ref[0], ref[1], ref[2], name, data.shape, affine)
         arrays[key] = data
     assert ref is not None
+    if missing and not allow_missing:  # after reading the others, so their own problems are named first
+        names = ", ".join(missing)
+        raise InputError(f"case is missing sequence(s): {names}; expected {', '.join(SEQUENCES)}")
     shape = ref[1]
     stack = np.stack([arrays.get(k, np.zeros(shape, np.float32)) for k in SEQUENCES])
     return stack, ref[2], missing

@@ -77,12 +77,14 @@ def build_datastore(cfg: AppConfig):
     removed = clean_partial_files(cfg.studies)
     if removed:
         logger.warning("removed %d partial label file(s) left by an interrupted save", removed)
-    return BrainTumorDatastore(
+    datastore = BrainTumorDatastore(
         str(cfg.studies),
         extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
         auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
         read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
     )
+    datastore.max_voxels = cfg.max_voxels
+    return datastore
 
 
 def build_infers(rt: Runtime, datastore_getter: Callable[[], Any]) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from typing import Any, Callable
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from ..config import AppConfig
-from ..imageio import load_sequences, save_label
+from ..imageio import InputError, load_sequences, save_label
 from ..inference.segmenter import Segmenter
 from ..labels import SEG_LABELS, SEQUENCES
-from ..layout import resolve_case
+from ..layout import IMAGE_EXTS_2D, resolve_case
 from .admission import Admission
 from .errors import checked_image_path, client_errors
 
@@ -52,7 +52,10 @@ class BrainTumorSegInfer(InferTask):
         if ext not in RESULT_EXTENSIONS:
             ext = ".nii.gz"
         with client_errors("segmentation"), self.admission.slot("segmentation"):
-            case = resolve_case(checked_image_path(request.get("image"), self.cfg.studies))
+            path = checked_image_path(request.get("image"), self.cfg.studies)
+            if path.name.lower().endswith(IMAGE_EXTS_2D):
+                raise InputError(f"{path.name} is a 2D image; segmentation needs a 3D case with four sequences")
+            case = resolve_case(path)
             stack, affine, missing = load_sequences(
                 case.sequences, allow_missing=self.cfg.allow_missing_sequences, max_voxels=self.cfg.max_voxels
             )
