@@ -18,6 +18,7 @@ from .runtime import pick_device, use_reduced_precision
 logger = logging.getLogger(__name__)
 
 SEG_WEIGHTS = "segmentation.pt"
+CLASS_WEIGHTS = {"2d": "classification_2d.pt", "3d": "classification_3d.pt"}
 
 
 def published_dir(cfg: AppConfig) -> Path:
@@ -62,10 +63,30 @@ class Runtime:
 
         return self._get("segmenter", lambda: Segmenter(self.seg_store(), self.cfg.seg_spacing, self.reduced))
 
-    def admission(self):
+    def class_store(self, kind: str) -> ModelStore:
+        return self._get(
+            f"class_store_{kind}",
+            lambda: ModelStore(
+                "classification",
+                published_dir(self.cfg) / CLASS_WEIGHTS[kind],
+                self.cfg.weights_dir / CLASS_WEIGHTS[kind],
+                self.device,
+                channels_last=self.reduced and self.device.type == "cpu",
+            ),
+        )
+
+    def classifier(self):
+        from .inference.classifier import Classifier
+
+        return self._get(
+            "classifier", lambda: Classifier(self.class_store("2d"), self.class_store("3d"), self.reduced)
+        )
+
+    def admission(self, task: str = "segmentation"):
+        """One admission book per task, so quick classifications do not queue behind segmentations."""
         from .infers.admission import Admission
 
-        return self._get("admission", lambda: Admission(self.cfg.infer_concurrency, self.cfg.max_queue))
+        return self._get(f"admission_{task}", lambda: Admission(self.cfg.infer_concurrency, self.cfg.max_queue))
 
 
 def build_datastore(cfg: AppConfig):
@@ -93,7 +114,20 @@ def build_infers(rt: Runtime, datastore_getter: Callable[[], Any]) -> dict[str, 
     if "segmentation" in rt.cfg.models:
         from .infers.segmentation import BrainTumorSegInfer
 
-        infers["segmentation"] = BrainTumorSegInfer(rt.cfg, rt.segmenter(), rt.admission())
+        classify = None
+        if "classification" in rt.cfg.models:
+
+            def classify(stack, affine):  # the segmentation answer also carries the tumour type
+                clf = rt.classifier()
+                return clf.classify_case(stack, affine).as_params() if clf.available("3d") else None
+
+        infers["segmentation"] = BrainTumorSegInfer(rt.cfg, rt.segmenter(), rt.admission(), classify)
+    if "classification" in rt.cfg.models:
+        from .infers.classification import BrainTumorClassInfer
+
+        infers["classification"] = BrainTumorClassInfer(
+            rt.cfg, rt.classifier(), datastore_getter, rt.admission("classification")
+        )
     return infers
 
 

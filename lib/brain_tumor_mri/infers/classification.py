@@ -13,17 +13,17 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from fastapi import HTTPException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from ..config import AppConfig
-from ..imageio import InputError, load_sequences
+from ..imageio import load_sequences
 from ..inference.classifier import Classifier, ClassResult
 from ..labels import SEQUENCES, TUMOR_CLASSES
 from ..layout import resolve_case, split_image_name
 from ..transforms.classify_preprocess import input_kind_of
+from .errors import checked_image_path, client_errors
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +70,8 @@ class BrainTumorClassInfer(InferTask):
         return self.admission.slot("classification") if self.admission is not None else contextlib.nullcontext()
 
     def __call__(self, request: dict[str, Any]) -> tuple[None, dict[str, Any]]:
-        if not request.get("image"):
-            raise HTTPException(status_code=422, detail="classification: request has no image")
-        with _client_errors(), self._slot():
-            result = self.classify(request["image"])
+        with client_errors("classification"), self._slot():
+            result = self.classify(checked_image_path(request.get("image"), self.cfg.studies))
         params = result.as_params()
         self._record(request, params)
         logger.info("classified %s as %s (%s model %s)", request["image"], result.tumor_type, result.input_kind,
@@ -100,15 +98,3 @@ class BrainTumorClassInfer(InferTask):
                 self.datastore_getter().update_image_info(image_id, info)
         except Exception:  # the answer matters more than the bookkeeping
             logger.warning("could not record the classification of %s in the datastore", image_id, exc_info=True)
-
-
-@contextlib.contextmanager
-def _client_errors() -> Iterator[None]:
-    """``InputError`` -> HTTP 422 with its message; missing weights -> 404."""
-    try:
-        yield
-    except InputError as exc:
-        logger.warning("classification: rejected input: %s", exc)
-        raise HTTPException(status_code=422, detail=str(exc)) from exc
-    except FileNotFoundError as exc:
-        raise HTTPException(status_code=404, detail=f"classification: {exc}") from exc
