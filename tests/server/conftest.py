@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from brain_tumor_mri.server_process import REPO, Server, copy_studies
 
@@ -29,3 +31,26 @@ def server(imported_studies, tmp_path_factory):
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture()
+def private_server(imported_studies, tmp_path):
+    """A server of its own over a fresh copy, for tests that change the model or datastore."""
+    srv = Server(copy_studies(imported_studies, tmp_path / "studies"), {"models": "all"},
+                 env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"})
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def wait_training(srv: Server, timeout: float = 420) -> dict:
+    """Poll ``GET /train/`` until the last task ended; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = requests.get(f"{srv.url}/train/", timeout=30).json()
+        if task and task.get("status") in ("DONE", "ERROR", "STOPPED"):
+            return task
+        time.sleep(2)
+    raise TimeoutError(f"training did not finish in {timeout}s:\n{srv.log_tail()}")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import shutil
 
 import nibabel as nib
 import numpy as np
 import pytest
 import requests
 
-from brain_tumor_mri.layout import list_cases, read_case_meta
+from brain_tumor_mri.layout import list_cases
 
 from .harness import Server, copy_studies, snapshot
 

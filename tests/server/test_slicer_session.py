@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -10,36 +9,15 @@ import requests
 
 from brain_tumor_mri.imageio import load_volume, save_label
 
-from .harness import Server, copy_studies
+from .conftest import wait_training
 
 pytestmark = pytest.mark.server
 
 SLICER_INFER = {"result_extension": ".nrrd", "result_dtype": "uint8"}
 
 
-@pytest.fixture()
-def session_server(imported_studies, tmp_path):
-    srv = Server(copy_studies(imported_studies, tmp_path / "studies"), {"models": "all"},
-                 env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"})
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
-
-
-def _wait_train(srv: Server, timeout: float = 420) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = requests.get(f"{srv.url}/train/", timeout=30).json()
-        if task.get("status") in ("DONE", "ERROR", "STOPPED"):
-            return task
-        time.sleep(2)
-    raise TimeoutError(srv.log_tail())
-
-
-def test_annotation_session(session_server, tmp_path):
-    srv, client = session_server, session_server.client
+def test_annotation_session(private_server, tmp_path):
+    srv, client = private_server, private_server.client
     info = client.info()
     assert {"segmentation", "classification"} <= set(info["models"]) and "segmentation" in info["trainers"]
     assert info["models"]["classification"]["type"] == "classification"
@@ -71,7 +49,7 @@ def test_annotation_session(session_server, tmp_path):
         assert not nxt or nxt["id"] != case_id
 
     client.train_start("segmentation", {"max_epochs": 1, "init": "none"})
-    task = _wait_train(srv)
+    task = wait_training(srv)
     assert task["status"] == "DONE", task.get("details")
     _, params2 = client.infer("segmentation", case_id, SLICER_INFER)
     assert params2["model_version"] != first_version

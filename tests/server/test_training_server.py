@@ -12,7 +12,8 @@ import requests
 from brain_tumor_mri.imageio import load_volume, save_label
 from brain_tumor_mri.layout import list_cases
 
-from .harness import Server, copy_studies
+from .conftest import wait_training
+from .harness import Server
 
 pytestmark = pytest.mark.server
 
@@ -20,33 +21,12 @@ SLICER_LABEL_INFO = {"label_info": [{"name": "necrotic_core", "idx": 1}, {"name"
                                     {"name": "enhancing_tumor", "idx": 3}]}
 
 
-@pytest.fixture()
-def train_server(imported_studies, tmp_path):
-    srv = Server(copy_studies(imported_studies, tmp_path / "studies"), {"models": "segmentation"},
-                 env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"})
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
-
-
-def _wait_training(srv: Server, timeout: float = 420) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = requests.get(f"{srv.url}/train/", timeout=30).json()
-        if task and task.get("status") in ("DONE", "ERROR", "STOPPED"):
-            return task
-        time.sleep(2)
-    raise TimeoutError(f"training did not finish in {timeout}s:\n{srv.log_tail()}")
-
-
 def _version(srv: Server, case_id: str) -> str:
     return srv.client.infer("segmentation", case_id, {})[1]["model_version"]
 
 
-def test_corrections_retrain_and_hot_swap(train_server, tmp_path):
-    srv, client = train_server, train_server.client
+def test_corrections_retrain_and_hot_swap(private_server, tmp_path):
+    srv, client = private_server, private_server.client
     unlabelled = sorted(set(list_cases(srv.studies, kind="3d")) & set(client.datastore()["objects"]))
     case_id = next(c for c in unlabelled if not (srv.studies / "labels" / "final" / f"{c}.nii.gz").exists())
     before = _version(srv, case_id)
@@ -62,7 +42,7 @@ def test_corrections_retrain_and_hot_swap(train_server, tmp_path):
     assert r.status_code == 429, r.text
     # inference keeps answering while training runs
     assert _version(srv, case_id) == before
-    task = _wait_training(srv)
+    task = wait_training(srv)
     assert task["status"] == "DONE", json.dumps(task, default=str)[:2000]
     stats = client.info()["train_stats"]["segmentation"]
     assert stats["status"] in ("finished", "early_stopped") and stats["published"] is True
@@ -81,8 +61,8 @@ def next_ids(client, n: int) -> set[str]:
     return ids
 
 
-def test_stopped_training_keeps_previous_model(train_server):
-    srv, client = train_server, train_server.client
+def test_stopped_training_keeps_previous_model(private_server):
+    srv, client = private_server, private_server.client
     case_id = sorted(client.datastore()["objects"])[0]
     before = _version(srv, case_id)
     client.train_start("segmentation", {"max_epochs": 200, "init": "none"})
@@ -93,7 +73,7 @@ def test_stopped_training_keeps_previous_model(train_server):
             break
         time.sleep(1)
     client.train_stop()
-    task = _wait_training(srv, 60)
+    task = wait_training(srv, 60)
     assert task["status"] == "STOPPED"
     assert _version(srv, case_id) == before
     model_dir = srv.studies / "model"

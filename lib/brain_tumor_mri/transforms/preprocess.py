@@ -76,7 +76,7 @@ def brain_window(mask: torch.Tensor, divisor: int = SEG_DIVISOR, margin: int = 2
     """Crop window around the non-zero mask, sized to a multiple of ``divisor``."""
     idx = [torch.nonzero(mask.any(dim=tuple(d for d in range(3) if d != a))).flatten() for a in range(3)]
     start, size = [], []
-    for ax, ids in enumerate(idx):
+    for ids in idx:
         lo, hi = int(ids[0]) - margin, int(ids[-1]) + 1 + margin
         n = int(np.ceil((hi - lo) / divisor) * divisor)
         start.append(lo - (n - (hi - lo)) // 2)
