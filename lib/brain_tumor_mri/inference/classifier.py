@@ -53,6 +53,11 @@ class Classifier:
         self.stores = {"2d": store_2d, "3d": store_3d}
         self.reduced = reduced_precision
 
+    def uses_reduced(self, input_kind: str) -> bool:
+        """Whether to autocast ``input_kind``: 3D as configured, 2D only on a GPU (see below)."""
+        # On this CPU the small 2D DenseNet ran slower in bf16 than in fp32 (35 vs 24 ms per slice).
+        return self.reduced and (input_kind == "3d" or self.stores[input_kind].device.type == "cuda")
+
     def available(self, input_kind: str | None = None) -> bool:
         """Whether weights exist for ``input_kind`` (or for any kind when None)."""
         kinds = [input_kind] if input_kind else list(self.stores)
@@ -66,7 +71,7 @@ class Classifier:
         x = image[None].to(store.device)
         if store.channels_last and x.ndim == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        with autocast(store.device, self.reduced):
+        with autocast(store.device, self.uses_reduced(input_kind)):
             logits = model.network(x)
         probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy().astype(np.float64)
         classes = [str(c) for c in model.meta.get("classes", TUMOR_CLASSES)]

@@ -77,5 +77,5 @@ def time_classifier(classifier: Classifier, studies: Path, case_id: str, kind: s
     model_ms = median_ms(lambda: classifier.predict(image, kind, model), runs)
     e2e_ms = median_ms(lambda: classify_datastore_case(classifier, studies, case_id, kind), runs)
     return {"case_id": case_id, "runs": runs, "warmup": 3, "model_ms_median": round(model_ms, 2),
-            "end_to_end_ms_median": round(e2e_ms, 2), "reduced_precision": classifier.reduced,
+            "end_to_end_ms_median": round(e2e_ms, 2), "reduced_precision": classifier.uses_reduced(kind),
             "device": str(classifier.stores[kind].device)}  # fmt: skip
