@@ -56,6 +56,17 @@ class BrainTumorDatastore(LocalDatastore):
     #: largest accepted upload (voxels); set from ``AppConfig.max_voxels`` by the app
     max_voxels: int | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        handler = getattr(self, "_handler", None)
+        if handler is not None:  # atomic writes arrive as renames: reload on those too
+            handler.on_moved = self._on_config_moved
+
+    def _on_config_moved(self, event: Any) -> None:
+        """Another process (training, scoring) replaced datastore_v2.json: re-read it."""
+        if getattr(event, "dest_path", None) == self._datastore_config_path:
+            self._init_from_datastore_file()  # reloads only when the file's mtime changed
+
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
         try:
             validate_case_id(image_id)
