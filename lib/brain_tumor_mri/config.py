@@ -80,7 +80,7 @@ class AppConfig:
     train_val_fraction: float = 0.2
     train_patience: int = 8
     train_amp: bool = True
-    mc_samples: int = 4  # Monte-Carlo dropout passes for epistemic scoring
+    mc_samples: int = 3  # MC-dropout passes: 3 keeps scoring within 5x a plain inference (measured 4.3x)
     tta_samples: int = 4  # flips for test-time-augmentation scoring
     seed: int = 0
     passthrough: dict[str, str] = field(default_factory=dict)
