@@ -99,6 +99,7 @@ def build_classifier(
     published_dir = published_dir or shipped_dir
 
     def store(kind: str, name: str) -> ModelStore:
+        """The warm store of one input kind's weights."""
         # channels-last only for 3D: ModelStore converts to channels_last_3d, which 2D weights cannot take
         last = kind == "3d" and reduced_precision and device.type == "cpu"
         return ModelStore("classification", published_dir / name, shipped_dir / name, device, last,

@@ -55,6 +55,7 @@ class BrainTumorClassInfer(InferTask):
         self._record_lock = threading.Lock()  # datastore info writes rewrite one JSON file
 
     def is_valid(self) -> bool:
+        """Serve the task when weights for at least one input kind exist."""
         return self.classifier.available()
 
     def classify(self, image: str | Path) -> ClassResult:

@@ -83,6 +83,7 @@ class ClassTrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (CLI summary, result.json)."""
         return asdict(self)
 
 
@@ -96,6 +97,7 @@ class _Ctx:
     scaler: torch.amp.GradScaler | None = None
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:
+        """Move a batch to the device in the network's memory format."""
         x = x.to(self.device, non_blocking=True)
         if not self.channels_last:
             return x
@@ -208,6 +210,7 @@ def _schedule(settings: ClassTrainSettings, opt: torch.optim.Optimizer) -> torch
     total = max(settings.epochs, 1)
 
     def factor(epoch: int) -> float:
+        """Learning-rate multiplier of ``epoch``."""
         if epoch == 0 and total > 1:
             return 0.3
         return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * epoch / total))
@@ -225,6 +228,7 @@ class _Best:
     state: dict[str, torch.Tensor] | None = None
 
     def offer(self, epoch: int, metrics: dict[str, Any], net: torch.nn.Module) -> None:
+        """Keep this epoch if it is the best so far."""
         key = _score(metrics)
         if key > self.key:
             self.key, self.epoch, self.metrics = key, epoch, metrics

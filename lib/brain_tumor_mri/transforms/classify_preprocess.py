@@ -45,6 +45,7 @@ class ClassPreprocess:
 
     @classmethod
     def default(cls, input_kind: str) -> ClassPreprocess:
+        """The shipped settings: 2D 128 px; 3D 48^3 at 4 mm."""
         if input_kind == "2d":
             return cls("2d", SIZE_2D)
         if input_kind == "3d":
@@ -53,11 +54,13 @@ class ClassPreprocess:
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> ClassPreprocess:
+        """Read the settings back from a weights sidecar."""
         kind = str(meta["input_kind"])
         spacing = meta.get("spacing_mm")
         return cls(kind, int(meta["input_size"]), None if spacing is None else float(spacing))
 
     def to_meta(self) -> dict[str, Any]:
+        """Sidecar keys: input_kind, input_size, spacing_mm."""
         return {"input_kind": self.input_kind, "input_size": self.size, "spacing_mm": self.spacing_mm}
 
 
