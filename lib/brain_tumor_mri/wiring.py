@@ -18,7 +18,6 @@ from .runtime import pick_device, use_reduced_precision
 logger = logging.getLogger(__name__)
 
 SEG_WEIGHTS = "segmentation.pt"
-CLASS_WEIGHTS = {"2d": "classification_2d.pt", "3d": "classification_3d.pt"}
 
 
 def published_dir(cfg: AppConfig) -> Path:
@@ -63,23 +62,12 @@ class Runtime:
 
         return self._get("segmenter", lambda: Segmenter(self.seg_store(), self.cfg.seg_spacing, self.reduced))
 
-    def class_store(self, kind: str) -> ModelStore:
-        return self._get(
-            f"class_store_{kind}",
-            lambda: ModelStore(
-                "classification",
-                published_dir(self.cfg) / CLASS_WEIGHTS[kind],
-                self.cfg.weights_dir / CLASS_WEIGHTS[kind],
-                self.device,
-                channels_last=self.reduced and self.device.type == "cpu",
-            ),
-        )
-
     def classifier(self):
-        from .inference.classifier import Classifier
+        from .inference.classifier import build_classifier
 
         return self._get(
-            "classifier", lambda: Classifier(self.class_store("2d"), self.class_store("3d"), self.reduced)
+            "classifier",
+            lambda: build_classifier(self.cfg.weights_dir, self.device, self.reduced, published_dir(self.cfg)),
         )
 
     def admission(self, task: str = "segmentation"):
