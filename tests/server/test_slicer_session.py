@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 
 import numpy as np
 import pytest
@@ -54,7 +55,8 @@ def test_annotation_session(private_server, tmp_path):
     _, params2 = client.infer("segmentation", case_id, SLICER_INFER)
     assert params2["model_version"] != first_version
 
-    _, cls = client.infer("classification", case_id, {})
+    _, raw = client.infer("classification", case_id, {})
+    cls = json.loads(raw)  # the client hands back a JSON-only answer as bytes (as Slicer receives it)
     assert cls["tumor_type"] in cls["probabilities"]
     assert sum(cls["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     stored_info = client.datastore()["objects"][case_id]["image"]["info"]
