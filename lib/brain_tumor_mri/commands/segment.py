@@ -15,6 +15,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..labels import SEQUENCES
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", type=Path, help="folder with segmentation.pt + .json (default: model_weights/)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--allow-missing-sequences", action="store_true", help="zero-fill missing sequences")
+    p.add_argument("--drop-sequence", choices=SEQUENCES, action="append", default=[],
+                   help="zero this sequence as if it were missing (to measure what its absence costs)")
 
 
 def find_cases(inputs: list[Path]) -> list[tuple[str, dict[str, Path]]]:
@@ -67,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for case_id, files in tqdm(cases, desc="segmenting", unit="case"):
         stack, affine, missing = load_sequences(files, allow_missing=args.allow_missing_sequences)
+        for key in args.drop_sequence:
+            stack[SEQUENCES.index(key)] = 0
+            missing = sorted(set(missing) | {key})
         seg = segmenter.segment(stack, affine)
         save_label(args.out / f"{case_id}-seg.nii.gz", seg.label, affine)
         rows.append({"case_id": case_id, "model_version": seg.model_version, "missing": ";".join(missing),
