@@ -31,6 +31,7 @@ from .class_augment import ClassAugment, augment_batch
 from .class_data import ClassSample, describe
 from .class_metrics import classification_metrics
 from .class_report import ClassRunLog, plot_class_curves
+from .result import TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -63,28 +64,6 @@ class ClassTrainSettings:
         base = {"epochs": cfg.train_epochs, "patience": cfg.train_patience, "seed": cfg.seed,
                 "device": cfg.device, "bf16": cfg.bf16, "amp": cfg.train_amp}  # fmt: skip
         return cls(**{**base, **overrides})
-
-
-@dataclass
-class ClassTrainResult:
-    """Outcome of a run: status, publish decision, best validation metrics and history."""
-
-    status: str  # finished | early_stopped | time_limit | stopped
-    published: bool
-    decision: str
-    publish_path: str | None
-    version: str | None
-    epochs_run: int
-    best_epoch: int
-    best_metric: float
-    baseline_metric: float | None
-    val_metrics: dict[str, Any]
-    seconds: float
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (CLI summary, result.json)."""
-        return asdict(self)
 
 
 @dataclass
@@ -279,7 +258,7 @@ def train_classification(
     run_dir: Path,
     progress: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> ClassTrainResult:
+) -> TrainResult:
     """Train on ``train``, select on ``val``, publish the best epoch to ``publish_to`` if it improved."""
     if len({s.label for s in train}) < 2:
         raise ValueError(f"{settings.input_kind} classification needs training samples of at least two classes")
@@ -299,14 +278,14 @@ def train_classification(
         log.close()
     base_metric = None if baseline is None else _score(baseline)[0]
     plot_class_curves(history, Path(run_dir) / "curves.png", base_metric)
-    result = ClassTrainResult(status, False, "", None, None, len(history), best.epoch, best.key[0], base_metric,
+    result = TrainResult(status, False, "", None, None, len(history), best.epoch, best.key[0], base_metric,
                               best.metrics, round(time.monotonic() - start, 1), history)  # fmt: skip
     _publish(result, settings, kwargs, spec, best, baseline, (describe(train), describe(val)), Path(publish_to))
     return result
 
 
 def _publish(
-    result: ClassTrainResult, settings: ClassTrainSettings, kwargs: dict[str, Any], spec: ClassPreprocess,
+    result: TrainResult, settings: ClassTrainSettings, kwargs: dict[str, Any], spec: ClassPreprocess,
     best: _Best, baseline: dict[str, Any] | None, counts: tuple[dict[str, int], dict[str, int]], publish_to: Path,
 ) -> None:  # fmt: skip
     """Publish the best epoch when the run was not stopped and beat the starting model; record why."""

@@ -28,6 +28,7 @@ from ..runtime import pick_device, to_memory_format, use_reduced_precision
 from ..transforms.augment import AugmentSettings
 from .loop import StepContext, train_epoch, validate
 from .report import RunLog, plot_curves
+from .result import TrainResult
 from .seg_data import SegCase
 
 logger = logging.getLogger(__name__)
@@ -70,28 +71,6 @@ class SegTrainSettings:
             "spacing": cfg.seg_spacing,
         }
         return cls(**{**base, **overrides})
-
-
-@dataclass
-class TrainResult:
-    """Outcome of a run: status, publish decision and the per-epoch history."""
-
-    status: str  # finished | early_stopped | time_limit | stopped
-    published: bool
-    decision: str
-    publish_path: str | None
-    version: str | None
-    epochs_run: int
-    best_epoch: int
-    best_metric: float
-    baseline_metric: float | None
-    dice: dict[str, float]
-    seconds: float
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (for MONAI Label's train response and the CLI)."""
-        return asdict(self)
 
 
 def _initial_network(settings: SegTrainSettings, init_weights: Path | None) -> tuple[torch.nn.Module, dict[str, Any]]:

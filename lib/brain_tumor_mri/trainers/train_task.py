@@ -91,5 +91,5 @@ class ModelTrainTask(TrainTask):
             "published": res.get("published"),
             "decision": res.get("decision"),
             "model_version": res.get("version"),
-            "dice": res.get("dice"),
+            "val_metrics": res.get("val_metrics"),
         }

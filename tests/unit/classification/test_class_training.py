@@ -71,7 +71,7 @@ def test_short_run_publishes_and_evaluate_writes_model_card_files(tmp_path: Path
 def test_not_published_when_not_better_than_initial(tmp_path: Path) -> None:
     from brain_tumor_mri.trainers import classification as tc
 
-    result = tc.ClassTrainResult("finished", False, "", None, None, 1, 1, 0.5, 0.75, {}, 1.0)
+    result = tc.TrainResult("finished", False, "", None, None, 1, 1, 0.5, 0.75, {}, 1.0)
     best = tc._Best(key=(0.5, -1.0), epoch=1, state={})
     baseline = {"balanced_accuracy": 0.75, "loss": 0.9}
     out = tmp_path / "m.pt"
