@@ -60,6 +60,8 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples-per-epoch", type=int, default=0, help="patches per epoch (default: max(cases, 16))")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine", help="learning-rate schedule")
     p.add_argument("--allow-missing-sequences", action="store_true", help="zero-fill missing sequences")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel worker processes: nccl on GPUs, gloo on CPU (default: 1)")  # fmt: skip
 
 
 def resolve_init(choice: str, published: Path, shipped: Path) -> Path | None:
@@ -95,6 +97,7 @@ def stop_on_sigterm() -> Iterator[Callable[[], bool]]:
 
 def run_segmentation(args: argparse.Namespace) -> int:
     """Load the datastore's labelled cases, train, and publish if the model improved."""
+    from ..trainers import distributed as ddp
     from ..trainers.seg_data import load_split
     from ..trainers.segmentation import SegTrainSettings, init_spacing, train_segmentation
     from ..transforms.augment import AugmentSettings
@@ -106,6 +109,10 @@ def run_segmentation(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or published_dir(cfg) / "runs" / f"segmentation-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.patch <= 0 or args.patch % 16:
         raise ValueError(f"--patch {args.patch}: expected a positive multiple of 16")
+    if args.nproc < 1:
+        raise ValueError(f"--nproc {args.nproc}: expected at least 1")
+    if args.nproc > 1 and not ddp.is_distributed():
+        return _launch_segmentation(args, init, run_dir, args.device or cfg.device)
     overrides = {k: v for k, v in {
         "epochs": args.epochs, "lr": args.lr, "seed": args.seed, "device": args.device, "bf16": args.bf16,
         "patience": args.patience,
@@ -124,15 +131,29 @@ def run_segmentation(args: argparse.Namespace) -> int:
         "--patience", str(settings.patience), "--val-fraction", str(val_fraction), "--patch", str(args.patch),
         "--batch-size", str(settings.batch_size), "--samples-per-epoch", str(settings.samples_per_epoch),
         "--schedule", settings.schedule, "--max-minutes", f"{args.max_minutes:g}",
+        *(["--nproc", str(args.nproc)] if args.nproc > 1 else []),
     ])  # fmt: skip
     settings = dataclasses.replace(settings, data=data, command=command)
     logger.info("training on %d cases, validating on %d; run dir %s", len(train), len(val), run_dir)
     with stop_on_sigterm() as should_stop:
         result = train_segmentation(settings, train, val, init, out, run_dir, None, should_stop)
+    if not ddp.is_main():
+        return 0 if result.status != "stopped" else 3
     summary = {k: v for k, v in result.to_dict().items() if k != "history"}
     (Path(run_dir) / "result.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     logger.info("result: %s", json.dumps(summary, default=str))
     return 0 if result.status != "stopped" else 3
+
+
+def _launch_segmentation(args: argparse.Namespace, init: Path | None, run_dir: Path, device: str) -> int:
+    """Run the command as ``--nproc`` ranks sharing ``init`` and ``run_dir``; exit code from rank 0."""
+    from .launch import launch
+
+    args = argparse.Namespace(**{**vars(args), "run_dir": Path(run_dir), "init": str(init or "none")})
+    if not launch(args, args.nproc, device):
+        return 1
+    result = json.loads((Path(run_dir) / "result.json").read_text(encoding="utf-8"))
+    return 0 if result["status"] != "stopped" else 3
 
 
 def add_classification_arguments(p: argparse.ArgumentParser) -> None:

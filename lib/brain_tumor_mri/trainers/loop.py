@@ -90,10 +90,18 @@ def train_epoch(
     batch_size: int,
     n_samples: int,
     should_stop: Callable[[], bool] | None = None,
+    shard: tuple[int, int] = (0, 1),
+    order_gen: torch.Generator | None = None,
 ) -> float | None:
-    """Train on ``n_samples`` augmented patches; mean loss, or None if asked to stop."""
+    """Train on ``n_samples`` augmented patches; mean loss, or None if asked to stop.
+
+    With ``shard=(rank, world)`` this rank takes ``order[rank::world]`` of an order drawn
+    from ``order_gen`` (seeded alike on all ranks), padded so every rank runs as many steps.
+    """
     net.train()
-    order = epoch_order(len(cases), n_samples, gen)
+    rank, world = shard
+    total = -(-n_samples // world) * world
+    order = epoch_order(len(cases), total, gen if order_gen is None else order_gen)[rank::world]
     losses = []
     for i in range(0, len(order), batch_size):
         if should_stop is not None and should_stop():

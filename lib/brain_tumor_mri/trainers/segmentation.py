@@ -5,6 +5,10 @@ whole held-out cases each epoch, stops early when validation stalls, and publish
 best epoch atomically -- only when it beats the initial model on the same validation
 cases (or there was no initial model). A stop request or an exception publishes nothing,
 so the served model is never replaced by a half-trained or worse one.
+
+Under ``torch.distributed`` (``brain-tumor train segmentation --nproc N``) each rank trains
+on its shard of every epoch's patches through ``DistributedDataParallel``; rank 0 alone
+validates, logs and publishes, and broadcasts each epoch's scores and stop decision.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ..networks.checkpoint import load_model, save_model, sidecar_path
 from ..networks.factory import SEG_DEFAULTS, build_segmentation_network
 from ..runtime import pick_device, to_memory_format, use_reduced_precision
 from ..transforms.augment import AugmentSettings
+from . import distributed as ddp
 from .loop import StepContext, train_epoch, validate
 from .report import RunLog, plot_curves
 from .result import TrainResult
@@ -112,12 +117,18 @@ def _schedule(settings: SegTrainSettings, opt: torch.optim.Optimizer) -> Any:
 def _context(settings: SegTrainSettings, net: torch.nn.Module) -> tuple[torch.nn.Module, StepContext]:
     """Place the network and build optimiser, precision and memory-format settings."""
     device = pick_device(settings.device)
+    if device.type == "cuda" and ddp.is_distributed():
+        device = torch.device("cuda", ddp.rank())
+        torch.cuda.set_device(device)
     reduced = settings.amp and use_reduced_precision(device, settings.bf16)
     channels_last = reduced and device.type == "cpu"
-    net = to_memory_format(net.to(device), channels_last)
+    net = ddp.wrap(to_memory_format(net.to(device), channels_last), device)
     opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if reduced and device.type == "cuda" else None
-    logger.info("training on %s (reduced precision: %s, channels-last: %s)", device, reduced, channels_last)
+    logger.info(
+        "training on %s (reduced precision: %s, channels-last: %s, rank %d of %d)",
+        device, reduced, channels_last, ddp.rank(), ddp.world_size(),
+    )  # fmt: skip
     return net, StepContext(device, reduced, channels_last, opt, scaler)
 
 
@@ -152,29 +163,66 @@ class _Best:
             self.state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
 
 
+def _generators(settings: SegTrainSettings) -> tuple[torch.Generator, torch.Generator | None]:
+    """Augmentation generator (per rank) and, when distributed, a shared sample-order one."""
+    if not ddp.is_distributed():
+        return torch.Generator().manual_seed(settings.seed), None
+    aug = torch.Generator().manual_seed(settings.seed + 1000 * ddp.rank())
+    return aug, torch.Generator().manual_seed(settings.seed)
+
+
+def _verdict(
+    settings: SegTrainSettings, epoch: int, best: _Best, stop: Callable[[], bool], elapsed: float
+) -> str | None:
+    """Why the loop ends after this epoch (early stop, stop request, time budget), or None."""
+    if epoch - best.epoch >= settings.patience:
+        logger.info("early stop: no improvement for %d epochs", settings.patience)
+        return "early_stopped"
+    if stop():
+        return "stopped"
+    if settings.max_seconds and elapsed >= settings.max_seconds:
+        logger.info("time budget of %.0f s reached after epoch %d", settings.max_seconds, epoch)
+        return "time_limit"
+    return None
+
+
+def _stop_flag(stop_now: Callable[[], bool] | None) -> Callable[[], bool]:
+    """The stop check for ``_verdict``: asked lazily alone, but collectively on every rank when distributed."""
+    if stop_now is None:
+        return lambda: False
+    if not ddp.is_distributed():
+        return stop_now
+    flag = stop_now()
+    return lambda: flag
+
+
 def _run_epochs(
     settings: SegTrainSettings,
     net: torch.nn.Module,
     ctx: StepContext,
     train: list[SegCase],
     val: list[SegCase],
-    log: RunLog,
+    log: RunLog | None,
     progress: Callable[[dict[str, Any]], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> tuple[str, _Best, list[dict[str, Any]]]:
     """The epoch loop: train, validate, log, schedule, early-stop; returns status and best."""
-    gen = torch.Generator().manual_seed(settings.seed)
+    gen, order_gen = _generators(settings)
+    shard = (ddp.rank(), ddp.world_size())
+    stop_now = ddp.synced_stop(should_stop)
+    plain = ddp.unwrap(net)
     sched = _schedule(settings, ctx.optimizer)
     n_samples = settings.samples_per_epoch or max(len(train), 16)
     best, history, start = _Best(), [], time.monotonic()
     for epoch in range(1, settings.epochs + 1):
         t0 = time.monotonic()
         lr = ctx.optimizer.param_groups[0]["lr"]
-        loss = train_epoch(net, train, ctx, gen, settings.augment, settings.batch_size, n_samples, should_stop)
+        loss = train_epoch(net, train, ctx, gen, settings.augment, settings.batch_size, n_samples, stop_now, shard,
+                           order_gen)  # fmt: skip
         if loss is None:
             return "stopped", best, history
-        scores = validate(net, val, ctx)
-        best.offer(epoch, scores, net)
+        scores = ddp.from_main(validate(plain, val, ctx) if ddp.is_main() else None)
+        best.offer(epoch, scores, plain)
         if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             sched.step(scores["mean"])
         else:
@@ -184,17 +232,15 @@ def _run_epochs(
             "seconds": round(time.monotonic() - t0, 2), "best_epoch": best.epoch, "best_metric": best.metric,
         }  # fmt: skip
         history.append(stats)
-        log.log(stats)
-        if progress is not None:
+        if log is not None:
+            log.log(stats)
+        if progress is not None and ddp.is_main():
             progress(dict(stats))
-        if epoch - best.epoch >= settings.patience:
-            logger.info("early stop: no improvement for %d epochs", settings.patience)
-            return "early_stopped", best, history
-        if should_stop is not None and should_stop():
-            return "stopped", best, history
-        if settings.max_seconds and time.monotonic() - start >= settings.max_seconds:
-            logger.info("time budget of %.0f s reached after epoch %d", settings.max_seconds, epoch)
-            return "time_limit", best, history
+        stop = _stop_flag(stop_now)
+        verdict = _verdict(settings, epoch, best, stop, time.monotonic() - start) if ddp.is_main() else None
+        verdict = ddp.from_main(verdict)
+        if verdict is not None:
+            return verdict, best, history
     return "finished", best, history
 
 
@@ -219,20 +265,25 @@ def train_segmentation(
     net, ctx = _context(settings, net)
     baseline = None
     if init_weights is not None:
-        baseline = validate(net, cases_val, ctx)["mean"]
+        baseline = ddp.from_main(validate(ddp.unwrap(net), cases_val, ctx)["mean"] if ddp.is_main() else None)
         logger.info("initial model validation mean Dice %.4f", baseline)
-    log = RunLog(run_dir)
+    log = RunLog(run_dir) if ddp.is_main() else None
     try:
         status, best, history = _run_epochs(settings, net, ctx, cases_train, cases_val, log, progress, should_stop)
     finally:
-        log.close()
-    plot_curves(history, Path(run_dir) / "curves.png", baseline)
+        if log is not None:
+            log.close()
+    if ddp.is_main():
+        plot_curves(history, Path(run_dir) / "curves.png", baseline)
     seconds = time.monotonic() - start
     result = TrainResult(
         status, False, "", None, None, len(history), best.epoch, best.metric, baseline, best.dice, round(seconds, 1),
         history,
     )  # fmt: skip
-    _decide_and_publish(result, settings, kwargs, best, len(cases_train), len(cases_val), Path(publish_to))
+    if ddp.is_main():
+        _decide_and_publish(result, settings, kwargs, best, len(cases_train), len(cases_val), Path(publish_to))
+    else:
+        result.decision = f"rank {ddp.rank()}: rank 0 decides and publishes"
     return result
 
 
@@ -260,6 +311,7 @@ def _decide_and_publish(
             "epochs": result.epochs_run, "best_epoch": best.epoch, "best_metric": best.metric,
             "baseline_metric": result.baseline_metric, "dice": best.dice, "n_train": n_train, "n_val": n_val,
             "seconds": result.seconds, "data": settings.data, "command": settings.command,
+            "world_size": ddp.world_size(),
             "settings": {k: v for k, v in asdict(settings).items() if k not in ("data", "command")},
         }  # fmt: skip
         meta = save_model(net, publish_to, _sidecar(settings, kwargs, training))

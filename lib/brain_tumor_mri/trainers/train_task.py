@@ -29,6 +29,18 @@ REQUEST_FLAGS = {
     "seed": "--seed",
 }
 
+#: request keys only some models take (``nproc``: data-parallel worker processes)
+MODEL_REQUEST_FLAGS = {"segmentation": {"nproc": "--nproc"}}
+
+
+def nproc_from_multi_gpu(request: dict[str, Any]) -> dict[str, Any]:
+    """``{"multi_gpu": true}`` without ``nproc`` -> one worker per visible CUDA GPU."""
+    if not request.get("multi_gpu") or request.get("nproc") not in (None, ""):
+        return request
+    import torch
+
+    return {**request, "nproc": max(1, torch.cuda.device_count())}
+
 
 class ModelTrainTask(TrainTask):
     """Fine-tunes one model (``segmentation`` or ``classification``) from the datastore."""
@@ -50,7 +62,10 @@ class ModelTrainTask(TrainTask):
     def cli_args(self, request: dict[str, Any]) -> list[str]:
         """The ``brain-tumor train`` arguments equivalent to a MONAI Label request."""
         args = [self.model, str(self.cfg.studies)]
-        for key, flag in REQUEST_FLAGS.items():
+        flags = {**REQUEST_FLAGS, **MODEL_REQUEST_FLAGS.get(self.model, {})}
+        if "nproc" in flags:
+            request = nproc_from_multi_gpu(request)
+        for key, flag in flags.items():
             if request.get(key) not in (None, ""):
                 args += [flag, str(request[key])]
         if self.cfg.device != "auto":
