@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -43,7 +44,9 @@ class Server:
         env = {**os.environ, "BRAIN_TUMOR_WEIGHTS_DIR": str(weights),
                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
+        # own process group, so stop() also ends the training/scoring workers the server spawned
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
+                                     start_new_session=True)
         self.client = MONAILabelClient(self.url, tmpdir=str(studies.parent / "client"))
         os.makedirs(studies.parent / "client", exist_ok=True)
 
@@ -68,6 +71,12 @@ class Server:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass  # the group is already gone
+
     def peak_rss_mb(self) -> float:
         """The server process's peak resident memory so far (VmHWM), in MiB."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -76,13 +85,15 @@ class Server:
         raise RuntimeError("VmHWM not available")
 
     def stop(self) -> None:
+        """Terminate the server and everything it started; kill what does not exit in time."""
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        self._signal_group(signal.SIGKILL)  # leftover workers (e.g. a scoring run) of a dead server
         self._log.close()
 
 
