@@ -38,6 +38,12 @@ def test_corrections_retrain_and_hot_swap(private_server, tmp_path):
     assert next_ids(client, 8).isdisjoint({case_id}), "a labelled case was offered again"
 
     client.train_start("segmentation", {"max_epochs": 1, "init": "none"})
+    # MONAI Label answers 429 once the first run's process exists (a request that arrives while
+    # the first is still only SUBMITTED is queued behind it), so wait for RUNNING
+    deadline = time.monotonic() + 60
+    while requests.get(f"{srv.url}/train/", timeout=30).json().get("status") != "RUNNING":
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.2)
     r = requests.post(f"{srv.url}/train/segmentation", json={}, timeout=30)
     assert r.status_code == 429, r.text
     # inference keeps answering while training runs
