@@ -35,21 +35,30 @@ def app_config(studies: str | Path) -> AppConfig:
     return AppConfig.from_conf({}, app_dir=app_dir, studies=studies)
 
 
-def add_common_arguments(p: argparse.ArgumentParser, weights_name: str) -> None:
+def add_common_arguments(
+    p: argparse.ArgumentParser,
+    weights_name: str,
+    *,
+    out_is_dir: bool = False,
+    batch_size: int = 2,
+    batch_unit: str = "patches",
+    lr_help: str = "learning rate (default: config train_lr)",
+) -> None:
     """Options every training target shares (data, schedule, output, device)."""
+    out_help = f"publish {'into DIR' if out_is_dir else 'to'} (default: STUDIES/model/{weights_name})"
     p.add_argument("studies", type=Path, metavar="STUDIES", help="datastore folder (MONAI Label studies)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: config train_epochs)")
-    p.add_argument("--lr", type=float, help="learning rate (default: config train_lr)")
+    p.add_argument("--lr", type=float, help=lr_help)
     p.add_argument("--init", default="auto", metavar="WEIGHTS|auto|none",
                    help="weights to fine-tune; auto = the currently served model; none = from scratch")  # fmt: skip
-    p.add_argument("--out", type=Path, metavar="WEIGHTS", help=f"publish to (default: STUDIES/model/{weights_name})")
+    p.add_argument("--out", type=Path, metavar="DIR" if out_is_dir else "WEIGHTS", help=out_help)
     p.add_argument("--run-dir", type=Path, metavar="DIR", help="metrics, curves (default: STUDIES/model/runs/...)")
     p.add_argument("--seed", type=int, help="random seed (default: config seed)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default: config device)")
     p.add_argument("--bf16", choices=("auto", "on", "off"), help="bf16 autocast on the CPU (default: auto)")
     p.add_argument("--val-fraction", type=float, help="validation split by case (default: config)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: config)")
-    p.add_argument("--batch-size", type=int, default=2, help="patches per step (default: 2)")
+    p.add_argument("--batch-size", type=int, default=batch_size, help=f"{batch_unit} per step (default: {batch_size})")
     p.add_argument("--max-minutes", type=float, default=0.0, help="wall-time budget; the best epoch so far is kept")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..inference.classifier import WEIGHTS_2D, WEIGHTS_3D
 from ..wiring import published_dir
-from .train import app_config, resolve_init, stop_on_sigterm
+from .train import add_common_arguments, app_config, resolve_init, stop_on_sigterm
 
 logger = logging.getLogger(__name__)
 
@@ -27,23 +27,13 @@ WEIGHTS = {"2d": WEIGHTS_2D, "3d": WEIGHTS_3D}
 
 def add_classification_arguments(p: argparse.ArgumentParser) -> None:
     """Options of the classification trainer (names match the segmentation target's)."""
-    p.add_argument("studies", type=Path, metavar="STUDIES", help="datastore folder (MONAI Label studies)")
+    add_common_arguments(
+        p, "", out_is_dir=True, batch_size=16, batch_unit="images",
+        lr_help="peak learning rate (default: 1e-3 from scratch, 3e-4 fine-tuning)",
+    )  # fmt: skip
     p.add_argument("--kind", choices=("2d", "3d", "both"), default="both", help="which model(s) to train")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: config train_epochs)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 from scratch, 3e-4 fine-tuning)")
-    p.add_argument("--init", default="auto", metavar="WEIGHTS|auto|none",
-                   help="weights to fine-tune (a file needs one --kind); auto: served model; none: scratch")
-    p.add_argument("--out", type=Path, metavar="DIR", help="publish into DIR (default: STUDIES/model)")
-    p.add_argument("--run-dir", type=Path, metavar="DIR", help="metrics, curves (default: STUDIES/model/runs/...)")
-    p.add_argument("--seed", type=int, help="random seed (default: config seed)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default: config device)")
-    p.add_argument("--bf16", choices=("auto", "on", "off"), help="bf16 autocast on the CPU (default: auto)")
-    p.add_argument("--val-fraction", type=float, help="validation split by patient group (default: config)")
-    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: config)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per step (default: 16)")
     p.add_argument("--input-size", type=int, help="from scratch: square/cube input size (default: 128 2D, 48 3D)")
     p.add_argument("--spacing", type=float, help="from scratch: 3D working spacing in mm (default: 4)")
-    p.add_argument("--max-minutes", type=float, default=0.0, help="stop after the epoch that passes this (0: none)")
 
 
 def _command(args: argparse.Namespace, kind: str, init: Path | None, out: Path, settings: Any, val: float) -> str:
