@@ -57,11 +57,8 @@ def _time_calls(fn, repeats: int) -> dict[str, Any]:
 
 def _worker(args: argparse.Namespace) -> int:
     """Child process: time one pipeline on ``args.case`` and write JSON to ``args.result``."""
-    import torch
-
     from ..layout import resolve_case
 
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     case = resolve_case(args.case)
     out = Path(tempfile.mkdtemp()) / "label.nii.gz"
     if args.worker == "baseline":
