@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for the two README commands:
 #   ./dev.sh serve [extra monailabel start_server args]   set up, then serve the sample data
-#   ./dev.sh test  [extra pytest args]                    set up, then run the whole test suite
+#   ./dev.sh test  [extra pytest args]                    set up, lint/type-check, run the whole test suite
 # Set-up is idempotent: it creates .venv (git-ignored) with the pinned stack once and redoes
 # it only when requirements.txt or pyproject.toml change.
 set -euo pipefail
@@ -42,6 +42,13 @@ studies() {
   fi
 }
 
+checks() {
+  # lint, formatting and the type check of lib/ (configured in pyproject.toml)
+  "$VENV/bin/ruff" check lib tests apps
+  "$VENV/bin/ruff" format --check lib tests apps
+  "$VENV/bin/mypy"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -53,13 +60,18 @@ case "$cmd" in
     ;;
   test)
     setup
+    checks  # seconds; fail fast before the slower tests
     exec "$VENV/bin/python" -m pytest -q "$@"
+    ;;
+  check)
+    setup
+    checks
     ;;
   setup)
     setup
     ;;
   *)
-    echo "usage: ./dev.sh serve|test|setup [args]" >&2
+    echo "usage: ./dev.sh serve|test|check|setup [args]" >&2
     exit 64
     ;;
 esac

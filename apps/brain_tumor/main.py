@@ -1,7 +1,8 @@
 """MONAI Label app: multi-sequence brain-tumour segmentation and tumour-type classification.
 
-A thin adapter: it parses ``--conf`` once into ``AppConfig`` and asks the
-``brain_tumor_mri`` library for the tasks; all logic lives in the library.
+A thin adapter: it parses ``--conf`` once into ``AppConfig``, checks that the installed
+MONAI Label has what the app relies on, and asks ``brain_tumor_mri.server`` for the tasks;
+all logic lives in the library.
 """
 
 from __future__ import annotations
@@ -12,8 +13,16 @@ from monailabel.interfaces.app import MONAILabelApp
 
 from brain_tumor_mri import __version__
 from brain_tumor_mri.config import AppConfig
-from brain_tumor_mri.server_patches import run_inference_in_threads
-from brain_tumor_mri.wiring import Runtime, build_datastore, build_infers, build_scoring, build_strategies, build_trainers
+from brain_tumor_mri.server.compat import check_monailabel
+from brain_tumor_mri.server.routes import run_inference_in_threads
+from brain_tumor_mri.server.wiring import (
+    ServerContext,
+    build_datastore,
+    build_infers,
+    build_scoring,
+    build_strategies,
+    build_trainers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +31,9 @@ class BrainTumorApp(MONAILabelApp):
     """Serves segmentation/classification infer tasks, trainers and active learning."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        check_monailabel()
         self.cfg = AppConfig.from_conf(conf, app_dir, studies)
-        self.rt = Runtime(self.cfg)
+        self.ctx = ServerContext.create(self.cfg)
         logger.info("brain tumour app config: %s", self.cfg)
         super().__init__(
             app_dir=app_dir,
@@ -38,19 +48,20 @@ class BrainTumorApp(MONAILabelApp):
     def server_mode(self, mode: bool) -> None:
         super().server_mode(mode)
         if mode:
+            check_monailabel(include_routes=True)
             run_inference_in_threads()
 
     def init_datastore(self):
         return build_datastore(self.cfg)
 
     def init_infers(self):
-        return build_infers(self.rt, self.datastore)
+        return build_infers(self.ctx, self.datastore)
 
     def init_trainers(self):
-        return build_trainers(self.rt)
+        return build_trainers(self.ctx)
 
     def init_strategies(self):
-        return build_strategies(self.rt)
+        return build_strategies(self.ctx)
 
     def init_scoring_methods(self):
-        return build_scoring(self.rt)
+        return build_scoring(self.ctx)

@@ -19,18 +19,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("brain_tumor_mri.commands.evaluate", "Dice and HD95 per BraTS region, PRED vs GT"),
     "classify": ("brain_tumor_mri.commands.classify", "classify 3D cases or 2D images offline"),
     "train": ("brain_tumor_mri.commands.train", "train or fine-tune a model from a datastore"),
-    "benchmark": ("brain_tumor_mri.commands.benchmark", "measure inference speed and memory against a baseline"),
-    "simulate-active-learning": ("brain_tumor_mri.commands.simulate_al", "simulated annotation loop per strategy"),
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="brain-tumor", description=__doc__.splitlines()[0])
+def main(
+    argv: list[str] | None = None,
+    commands: dict[str, tuple[str, str]] | None = None,
+    prog: str = "brain-tumor",
+    description: str | None = None,
+) -> int:
+    """Parse ``argv``, run the chosen sub-command; exit code 2 on bad input (``ValueError``)."""
+    commands = COMMANDS if commands is None else commands
+    parser = argparse.ArgumentParser(prog=prog, description=description or __doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     argv = sys.argv[1:] if argv is None else argv
-    chosen = next((a for a in argv if a in COMMANDS), None)
-    for name, (module, help_) in COMMANDS.items():
+    chosen = next((a for a in argv if a in commands), None)
+    for name, (module, help_) in commands.items():
         p = sub.add_parser(name, help=help_)
         if name == chosen:
             importlib.import_module(module).add_arguments(p)
@@ -38,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
     )
-    module = importlib.import_module(COMMANDS[args.command][0])
+    command = importlib.import_module(commands[args.command][0])
     try:
-        return int(module.run(args) or 0)
+        return int(command.run(args) or 0)
     except ValueError as exc:  # bad input: a clear message, no traceback
-        logging.getLogger("brain-tumor").error("%s", exc)
+        logging.getLogger(prog).error("%s", exc)
         return 2
 
 

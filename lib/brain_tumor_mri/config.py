@@ -64,9 +64,9 @@ def _models(key: str, value: str) -> tuple[str, ...]:
 class AppConfig:
     """Everything the app's tasks need; built once in ``main.py`` and passed down."""
 
-    app_dir: Path
+    app_dir: Path | None  # the MONAI Label app folder when running in the server, else None
     studies: Path
-    weights_dir: Path
+    weights_dir: Path  # shipped weights (see ``default_weights_dir``)
     models: tuple[str, ...] = MODELS
     device: str = "auto"  # auto | cpu | cuda
     bf16: str = "auto"  # auto | on | off: bf16 autocast on CPUs with native support
@@ -92,9 +92,22 @@ class AppConfig:
             "models": ("models", _models, "models to serve: all, or a comma list of segmentation,classification"),
             "device": ("device", _choice("auto", "cpu", "cuda"), "where to run networks (auto picks cuda if present)"),
             "bf16": ("bf16", _choice("auto", "on", "off"), "bf16 autocast on the CPU (auto: when the CPU supports it)"),
-            "seg_spacing": ("seg_spacing", _number(float, 0.5, 4.0), "working resolution (mm) for a segmentation model trained from scratch; served weights use the spacing in their sidecar"),
-            "max_voxels": ("max_voxels", _number(int, 1_000, 1_000_000_000), "largest accepted volume (voxels x sequences)"),
-            "allow_missing_sequences": ("allow_missing_sequences", _bool, "zero-fill missing sequences instead of a 4xx"),
+            "seg_spacing": (
+                "seg_spacing",
+                _number(float, 0.5, 4.0),
+                "working resolution (mm) for a segmentation model trained from scratch; "
+                "served weights use the spacing in their sidecar",
+            ),
+            "max_voxels": (
+                "max_voxels",
+                _number(int, 1_000, 1_000_000_000),
+                "largest accepted volume (voxels x sequences)",
+            ),
+            "allow_missing_sequences": (
+                "allow_missing_sequences",
+                _bool,
+                "zero-fill missing sequences instead of a 4xx",
+            ),
             "infer_concurrency": ("infer_concurrency", _number(int, 1, 16), "concurrent inference passes"),
             "max_queue": ("max_queue", _number(int, 0, 1000), "waiting inference requests before 503"),
             "train_epochs": ("train_epochs", _number(int, 1, 10_000), "default max epochs for a training run"),
@@ -109,8 +122,12 @@ class AppConfig:
 
     @classmethod
     def from_conf(
-        cls, conf: dict[str, str] | None, app_dir: str | Path, studies: str | Path, weights_dir: str | Path | None = None
-    ) -> "AppConfig":
+        cls,
+        conf: dict[str, str] | None,
+        app_dir: str | Path | None,
+        studies: str | Path,
+        weights_dir: str | Path | None = None,
+    ) -> AppConfig:
         """Parse MONAI Label's ``--conf`` dict; reject unknown keys naming them."""
         conf = dict(conf or {})
         table = cls.keys()
@@ -122,20 +139,38 @@ class AppConfig:
             if key in table:
                 name, parse, _ = table[key]
                 values[name] = parse(key, str(raw))
-        app_dir = Path(app_dir).resolve()
-        if weights_dir is None:
-            weights_dir = os.environ.get("BRAIN_TUMOR_WEIGHTS_DIR") or app_dir.parent.parent / "model_weights"
+        app = Path(app_dir).resolve() if app_dir is not None else None
         passthrough = {k: str(v) for k, v in conf.items() if k in MONAILABEL_KEYS}
         return cls(
-            app_dir=app_dir,
+            app_dir=app,
             studies=Path(studies).resolve(),
-            weights_dir=Path(weights_dir).resolve(),
+            weights_dir=Path(weights_dir).resolve() if weights_dir else default_weights_dir(app),
             passthrough=passthrough,
             **values,
         )
 
     def replace(self, **changes: Any) -> "AppConfig":
         return dataclasses.replace(self, **changes)
+
+
+#: Environment variable naming the folder of shipped weights (``<name>.pt`` + ``<name>.json``).
+WEIGHTS_ENV = "BRAIN_TUMOR_WEIGHTS_DIR"
+
+
+def default_weights_dir(app_dir: Path | None = None) -> Path:
+    """Where the shipped weights are: ``$BRAIN_TUMOR_WEIGHTS_DIR``, else ``model_weights/`` of the checkout.
+
+    The checkout is the one holding the app folder (``<repo>/apps/brain_tumor``) or, when
+    the package runs from a source tree, the one holding ``lib/``. An installed wheel has
+    no checkout: then the variable (or ``--weights-dir``) must say where the weights are,
+    and a missing folder is reported when a model is first needed.
+    """
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env).resolve()
+    candidates = [app_dir.parent.parent / "model_weights"] if app_dir is not None else []
+    candidates.append(Path(__file__).resolve().parents[2] / "model_weights")
+    return next((c for c in candidates if c.is_dir()), candidates[0]).resolve()
 
 
 def conf_table_markdown() -> str:

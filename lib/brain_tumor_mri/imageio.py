@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 
 from .labels import SEQUENCES
 
@@ -24,7 +26,14 @@ class InputError(ValueError):
     """Bad user input (file, geometry, values); the server answers it with a 4xx."""
 
 
-def load_volume(path: str | Path, *, ndim: int | None = 3, max_voxels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def open_nifti(path: str | Path) -> SpatialImage:
+    """Open a NIfTI file lazily (header now, voxels on access) as a spatial image."""
+    return cast(SpatialImage, nib.load(str(path)))
+
+
+def load_volume(
+    path: str | Path, *, ndim: int | None = 3, max_voxels: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Load a NIfTI/NRRD volume as float32 (x, y, z) plus its 4x4 affine (RAS, mm)."""
     path = Path(path)
     if not path.is_file():
@@ -33,7 +42,7 @@ def load_volume(path: str | Path, *, ndim: int | None = 3, max_voxels: int | Non
         if path.name.lower().endswith(".nrrd"):
             data, affine = _load_nrrd(path)
         else:
-            img = nib.load(str(path))
+            img = open_nifti(path)
             if max_voxels is not None and int(np.prod(img.shape)) > max_voxels:
                 raise InputError(
                     f"{path.name}: volume of shape {tuple(img.shape)} has {int(np.prod(img.shape)):,} voxels, "

@@ -108,8 +108,7 @@ def convert_labels(label: np.ndarray, convention: str, *, source: str = "label")
     unknown = sorted(int(v) for v in values if int(v) not in mapping)
     if unknown:
         raise ValueError(
-            f"{source}: unknown label values {unknown} for the {convention} convention "
-            f"(allowed: {sorted(mapping)})"
+            f"{source}: unknown label values {unknown} for the {convention} convention (allowed: {sorted(mapping)})"
         )
     lut = np.zeros(max(max(mapping), int(values.max(initial=0))) + 1, dtype=np.uint8)
     for src, dst in mapping.items():

@@ -32,6 +32,11 @@ logger = logging.getLogger(__name__)
 
 CASES_DIR = "cases"
 CASE_META = "case.json"
+#: Folder (inside the studies folder) that training publishes fine-tuned models into.
+MODEL_DIR = "model"
+#: Weights file names, the same in ``model_weights/`` (shipped) and ``studies/model/`` (published).
+SEG_WEIGHTS = "segmentation.pt"
+CLASS_WEIGHTS: dict[str, str] = {"2d": "classification_2d.pt", "3d": "classification_3d.pt"}
 IMAGE_EXTS_3D = (".nii.gz", ".nii", ".nrrd")
 IMAGE_EXTS_2D = (".png", ".jpg", ".jpeg")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -128,6 +133,11 @@ def image_path(studies: str | Path, case_id: str) -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def published_dir(studies: str | Path) -> Path:
+    """Where training publishes models for this datastore; they serve before the shipped ones."""
+    return Path(studies) / MODEL_DIR
 
 
 def final_label_dir(studies: str | Path) -> Path:

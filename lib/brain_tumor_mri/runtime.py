@@ -10,11 +10,13 @@ import contextlib
 import functools
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import torch
 
 logger = logging.getLogger(__name__)
+
+M = TypeVar("M", torch.Tensor, torch.nn.Module)
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,8 +60,8 @@ def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
         yield
 
 
-def to_memory_format(x: torch.Tensor | torch.nn.Module, enabled: bool):
+def to_memory_format(x: M, enabled: bool) -> M:
     """channels-last-3d for 5D tensors / modules when reduced precision is used on CPU."""
     if not enabled:
         return x
-    return x.to(memory_format=torch.channels_last_3d)
+    return x.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]  # Module.to takes it

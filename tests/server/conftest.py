@@ -3,22 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from brain_tumor_mri.server_process import REPO, Server, copy_studies
-
-
-@pytest.fixture(scope="session")
-def imported_studies(tmp_path_factory) -> Path:
-    """``sample-data/`` imported once per session with the project's own importer."""
-    from brain_tumor_mri.data.importers import import_dataset
-
-    dst = tmp_path_factory.mktemp("imported") / "studies"
-    import_dataset(REPO / "sample-data", dst, unlabelled=4)
-    return dst
+from brain_tumor_dev.server_process import Server, copy_studies
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +25,11 @@ def server(imported_studies, tmp_path_factory):
 @pytest.fixture()
 def private_server(imported_studies, tmp_path):
     """A server of its own over a fresh copy, for tests that change the model or datastore."""
-    srv = Server(copy_studies(imported_studies, tmp_path / "studies"), {"models": "all"},
-                 env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"})
+    srv = Server(
+        copy_studies(imported_studies, tmp_path / "studies"),
+        {"models": "all"},
+        env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"},
+    )
     try:
         srv.wait_ready()
         yield srv

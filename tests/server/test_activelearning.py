@@ -68,8 +68,11 @@ def _objects(srv: Server) -> dict:
 
 
 def _unlabelled_3d(srv: Server, objects: dict) -> list[str]:
-    return sorted(i for i, o in objects.items()
-                  if "final" not in o.get("labels", {}) and read_case_meta(srv.studies, i).get("kind") == "3d")
+    return sorted(
+        i
+        for i, o in objects.items()
+        if "final" not in o.get("labels", {}) and read_case_meta(srv.studies, i).get("kind") == "3d"
+    )
 
 
 def _ranking(objects: dict, ids: list[str], method: str) -> list[str]:

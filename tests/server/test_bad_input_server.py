@@ -57,8 +57,13 @@ def unchanged(bad_server):
 
 
 def _infer(srv, image, **kw):
-    return requests.post(f"{srv.url}/infer/segmentation", params={"image": image},
-                         data={"params": json.dumps({"result_extension": ".nrrd"})}, timeout=120, **kw)
+    return requests.post(
+        f"{srv.url}/infer/segmentation",
+        params={"image": image},
+        data={"params": json.dumps({"result_extension": ".nrrd"})},
+        timeout=120,
+        **kw,
+    )
 
 
 def _expect(r, status, *words):
@@ -84,8 +89,12 @@ def test_2d_image_sent_to_3d_model(bad_server, unchanged):
     png = next(c for c in list_cases(bad_server.studies, kind="2d"))
     _expect(_infer(bad_server, png), 422, "is a 2D image", "four sequences")
     flat = _nifti_bytes(np.ones((64, 64), np.float32))
-    r = requests.post(f"{bad_server.url}/infer/segmentation", files={"file": ("slice.nii.gz", flat)},
-                      data={"params": "{}"}, timeout=60)
+    r = requests.post(
+        f"{bad_server.url}/infer/segmentation",
+        files={"file": ("slice.nii.gz", flat)},
+        data={"params": "{}"},
+        timeout=60,
+    )
     _expect(r, 422, "expected a 3D image")
 
 
@@ -100,18 +109,29 @@ def test_bad_uploads(bad_server, unchanged, what):
         raw = io.BytesIO()
         raw.write(hdr.binaryblock + b"\x00" * 4 + b"\x00" * 1000)
         body = gzip.compress(raw.getvalue())
-    r = requests.post(f"{bad_server.url}/infer/segmentation", files={"file": ("x.nii.gz", body)},
-                      data={"params": "{}"}, timeout=60)
+    r = requests.post(
+        f"{bad_server.url}/infer/segmentation", files={"file": ("x.nii.gz", body)}, data={"params": "{}"}, timeout=60
+    )
     words = {"corrupt": ["cannot read image"], "truncated": ["cannot read image"], "huge": ["voxels", "accepted"]}
     _expect(r, 422, *words[what])
-    r = requests.put(f"{bad_server.url}/datastore/image", params={"image": f"bad-{what}"},
-                     files={"file": ("x.nii.gz", body)}, data={"params": "{}"}, timeout=60)
+    r = requests.put(
+        f"{bad_server.url}/datastore/image",
+        params={"image": f"bad-{what}"},
+        files={"file": ("x.nii.gz", body)},
+        data={"params": "{}"},
+        timeout=60,
+    )
     _expect(r, 422, "add image", *words[what])
 
 
 def _put_label(srv, image, body, params=None, tag="final"):
-    return requests.put(f"{srv.url}/datastore/label", params={"image": image, "tag": tag},
-                        files={"label": ("label.nii.gz", body)}, data={"params": json.dumps(params or {})}, timeout=60)
+    return requests.put(
+        f"{srv.url}/datastore/label",
+        params={"image": image, "tag": tag},
+        files={"label": ("label.nii.gz", body)},
+        data={"params": json.dumps(params or {})},
+        timeout=60,
+    )
 
 
 def _case_label(srv, value_patch=None):
@@ -135,8 +155,9 @@ def test_bad_labels(bad_server, unchanged):
     _expect(_put_label(bad_server, case_id, body, {"label_info": [{"name": "cyst", "idx": 2}]}), 422, "segment 'cyst'")
 
 
-@pytest.mark.parametrize("image, tag, status", [("../escape", "final", 422), ("x/../../etc", "final", 422),
-                                                ("no-such-case", "final", 404)])
+@pytest.mark.parametrize(
+    "image, tag, status", [("../escape", "final", 422), ("x/../../etc", "final", 422), ("no-such-case", "final", 404)]
+)
 def test_path_components_in_ids(bad_server, unchanged, image, tag, status):
     _, body = _case_label(bad_server)
     r = _put_label(bad_server, image, body, tag=tag)

@@ -46,8 +46,12 @@ def test_classify_uploaded_rgb_jpeg(server):
     rgb = Image.open(png).convert("RGB")
     buf = io.BytesIO()
     rgb.save(buf, format="JPEG")
-    r = requests.post(f"{server.url}/infer/classification", files={"file": ("slice.jpg", buf.getvalue())},
-                      data={"params": "{}"}, timeout=60)
+    r = requests.post(
+        f"{server.url}/infer/classification",
+        files={"file": ("slice.jpg", buf.getvalue())},
+        data={"params": "{}"},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     _check(r.json(), "2d")
 
@@ -63,13 +67,17 @@ def test_classify_uploaded_rgb_jpeg(server):
 def test_bad_2d_inputs(server, name, body, words):
     if body is None or body == "tiny":
         size = (8, 8) if body == "tiny" else (128, 128)
-        img = Image.fromarray(np.full(size, 7 if body is None else 0, np.uint8) if body is None
-                              else np.random.default_rng(0).integers(0, 255, size, dtype=np.uint8))
+        img = Image.fromarray(
+            np.full(size, 7 if body is None else 0, np.uint8)
+            if body is None
+            else np.random.default_rng(0).integers(0, 255, size, dtype=np.uint8)
+        )
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         body = buf.getvalue()
-    r = requests.post(f"{server.url}/infer/classification", files={"file": (name, body)},
-                      data={"params": "{}"}, timeout=60)
+    r = requests.post(
+        f"{server.url}/infer/classification", files={"file": (name, body)}, data={"params": "{}"}, timeout=60
+    )
     assert 400 <= r.status_code < 500, r.text
     assert words in r.json()["detail"]
     assert server.alive()

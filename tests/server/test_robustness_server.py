@@ -23,17 +23,19 @@ pytestmark = pytest.mark.server
 
 def test_twenty_concurrent_inferences(server):
     case_id = next(c for c in list_cases(server.studies, kind="3d"))
-    outcomes: collections.Counter = collections.Counter()
-    errors: list[str] = []
+    answers: list[tuple[int, str]] = []  # (status, body) of every request, checked in the main thread
 
     def one() -> None:
-        r = requests.post(f"{server.url}/infer/segmentation", params={"image": case_id},
-                          data={"params": json.dumps({"result_extension": ".nrrd"})}, timeout=600)
-        outcomes[r.status_code] += 1
-        if r.status_code == 503:
-            assert "busy" in r.json()["detail"]
-        elif r.status_code != 200:
-            errors.append(r.text)
+        try:
+            r = requests.post(
+                f"{server.url}/infer/segmentation",
+                params={"image": case_id},
+                data={"params": json.dumps({"result_extension": ".nrrd"})},
+                timeout=600,
+            )
+            answers.append((r.status_code, r.text if r.status_code != 200 else ""))
+        except requests.RequestException as exc:  # recorded, so the main thread sees it
+            answers.append((-1, repr(exc)))
 
     rss_before = server.peak_rss_mb()
     threads = [threading.Thread(target=one) for _ in range(20)]
@@ -44,9 +46,11 @@ def test_twenty_concurrent_inferences(server):
     assert server.client.info()["models"]["segmentation"]  # still answering during the burst
     info_latency = time.monotonic() - t0
     for t in threads:
-        t.join()
-    assert not errors, errors
-    assert outcomes[200] >= 1 and outcomes[200] + outcomes[503] == 20, outcomes
+        t.join(timeout=900)
+    assert not any(t.is_alive() for t in threads), "a request never finished"
+    outcomes = collections.Counter(status for status, _ in answers)
+    assert len(answers) == 20 and outcomes[200] >= 1 and outcomes[200] + outcomes[503] == 20, answers
+    assert all("busy" in body for status, body in answers if status == 503), answers
     assert info_latency < 5.0, f"/info took {info_latency:.1f}s during the burst"
     assert server.alive()
     # bounded: at most (1 running + 8 waiting) requests hold data; memory must not balloon
@@ -75,14 +79,24 @@ def test_sigkill_while_saving_labels_leaves_datastore_consistent(imported_studie
         while not stop.is_set():
             for cid, body in bodies.items():
                 try:
-                    requests.put(f"{srv.url}/datastore/label", params={"image": cid, "tag": "final"},
-                                 files={"label": ("l.nii", body)}, data={"params": "{}"}, timeout=30)
+                    requests.put(
+                        f"{srv.url}/datastore/label",
+                        params={"image": cid, "tag": "final"},
+                        files={"label": ("l.nii", body)},
+                        data={"params": "{}"},
+                        timeout=30,
+                    )
                 except requests.RequestException:
                     return
 
     worker = threading.Thread(target=hammer)
+    started = time.time()
     worker.start()
-    time.sleep(2.5)
+    # kill only once saves are under way: a label file written after the hammering began
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_mtime > started for p in (studies / "labels" / "final").glob("*.nii.gz")):
+        assert time.monotonic() < deadline, f"no label was saved within 120 s:\n{srv.log_tail()}"
+        time.sleep(0.05)
     srv.proc.send_signal(signal.SIGKILL)
     srv.proc.wait(timeout=30)
     stop.set()

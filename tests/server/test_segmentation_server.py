@@ -86,7 +86,11 @@ def test_bad_image_ids(server, image, status, message):
 def test_upload_without_other_sequences_names_them(server):
     case_id = _tumour_case(server.studies)
     with open(server.studies / f"{case_id}.nii.gz", "rb") as fp:
-        r = requests.post(f"{server.url}/infer/segmentation", files={"file": ("flair.nii.gz", fp)},
-                          data={"params": json.dumps(SLICER_PARAMS)}, timeout=60)
+        r = requests.post(
+            f"{server.url}/infer/segmentation",
+            files={"file": ("flair.nii.gz", fp)},
+            data={"params": json.dumps(SLICER_PARAMS)},
+            timeout=60,
+        )
     assert r.status_code == 422
     assert "missing sequence(s): t1n, t1c, t2w" in r.json()["detail"]

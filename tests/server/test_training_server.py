@@ -17,8 +17,13 @@ from .harness import Server
 
 pytestmark = pytest.mark.server
 
-SLICER_LABEL_INFO = {"label_info": [{"name": "necrotic_core", "idx": 1}, {"name": "edema", "idx": 2},
-                                    {"name": "enhancing_tumor", "idx": 3}]}
+SLICER_LABEL_INFO = {
+    "label_info": [
+        {"name": "necrotic_core", "idx": 1},
+        {"name": "edema", "idx": 2},
+        {"name": "enhancing_tumor", "idx": 3},
+    ]
+}
 
 
 def _version(srv: Server, case_id: str) -> str:
@@ -73,10 +78,11 @@ def test_stopped_training_keeps_previous_model(private_server):
     before = _version(srv, case_id)
     client.train_start("segmentation", {"max_epochs": 200, "init": "none"})
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while True:
         task = requests.get(f"{srv.url}/train/", timeout=30).json()
         if task.get("status") == "RUNNING" and any("training on" in line for line in task.get("details", [])):
             break
+        assert time.monotonic() < deadline, f"training never reached its epoch loop: {task}"
         time.sleep(1)
     client.train_stop()
     task = wait_training(srv, 60)

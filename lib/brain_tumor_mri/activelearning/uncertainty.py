@@ -75,25 +75,27 @@ def tta_flips(k: int) -> list[tuple[int, ...]]:
     return subsets[:k]
 
 
-def _passes(segmenter: Any, image: torch.Tensor, method: str, k: int) -> Iterator[torch.Tensor]:
-    """Yield ``k`` region-probability maps (3, *window) for ``method``."""
+def _passes(segmenter: Any, image: torch.Tensor, method: str, k: int, model: Any = None) -> Iterator[torch.Tensor]:
+    """Yield ``k`` region-probability maps (3, *window) for ``method`` (all with the same ``model``)."""
     if method == "epistemic":
         for _ in range(k):
-            yield segmenter.forward(image, mc_dropout=True)
+            yield segmenter.forward(image, mc_dropout=True, model=model)
     elif method == "tta":
         for flips in tta_flips(k):
-            yield segmenter.forward(image, flips=flips)
+            yield segmenter.forward(image, flips=flips, model=model)
     else:
         raise ValueError(f"unknown uncertainty method {method!r}; expected one of {METHODS}")
 
 
 def summarize(passes: Iterator[torch.Tensor], method: str = "custom") -> Uncertainty:
     """Reduce stochastic passes (each (3, *window)) to the score and maps, streaming."""
-    total = mean_h = hit = None
+    total: torch.Tensor | None = None
+    mean_h: torch.Tensor | None = None
+    hit: torch.Tensor | None = None
     k = 0
     for probs in passes:
         probs = probs.float()
-        if total is None:
+        if total is None or mean_h is None or hit is None:
             total, mean_h = torch.zeros_like(probs), torch.zeros_like(probs)
             hit = torch.zeros(probs.shape[1:], dtype=torch.bool)
         total += probs
@@ -110,20 +112,21 @@ def summarize(passes: Iterator[torch.Tensor], method: str = "custom") -> Uncerta
 
 
 def case_uncertainty(
-    segmenter: Any, prepared: Prepared, method: str, samples: int, seed: int | None = 0
+    segmenter: Any, prepared: Prepared, method: str, samples: int, seed: int | None = 0, model: Any = None
 ) -> Uncertainty:
     """Uncertainty of one preprocessed case by ``method`` with ``samples`` passes.
 
-    ``seed`` makes Monte-Carlo dropout reproducible without disturbing the caller's RNG.
+    ``seed`` makes Monte-Carlo dropout reproducible without disturbing the caller's RNG;
+    ``model`` (default: the served one) is the model ``prepared`` was made for.
     """
     store = getattr(segmenter, "store", None)
-    if store is not None:
-        store.get()  # load before seeding: building a network consumes random numbers
+    if store is not None and model is None:
+        model = store.get()  # load before seeding: building a network consumes random numbers
     device = getattr(store, "device", torch.device("cpu"))
     devices = [device.index or 0] if getattr(device, "type", "cpu") == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         if seed is not None:
             torch.manual_seed(seed)
-        result = summarize(_passes(segmenter, prepared.image, method, samples), method)
+        result = summarize(_passes(segmenter, prepared.image, method, samples, model), method)
     logger.debug("%s uncertainty %.5f over %d voxels (%d passes)", method, result.score, result.region_voxels, samples)
     return result

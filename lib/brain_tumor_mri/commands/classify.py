@@ -37,11 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _classifier(args: argparse.Namespace) -> Any:
+    from ..config import default_weights_dir
     from ..inference.classifier import build_classifier
     from ..runtime import pick_device, use_reduced_precision
-    from .train import app_config
 
-    weights_dir = args.weights_dir or app_config(".").weights_dir
+    weights_dir = args.weights_dir or default_weights_dir()
     device = pick_device(args.device)
     return build_classifier(Path(weights_dir), device, use_reduced_precision(device, args.bf16))
 
@@ -109,8 +109,8 @@ def run_inputs(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the served model(s) on a labelled datastore and write the model-card files."""
-    from ..trainers.class_eval import evaluate_datastore, time_classifier
-    from ..trainers.class_report import write_evaluation
+    from ..training.class_eval import evaluate_datastore, time_classifier
+    from ..training.class_report import write_evaluation
 
     if args.out is None:
         raise ValueError("--evaluate needs --out DIR")

@@ -37,7 +37,7 @@ def evaluate_pairs(pred: Path, gt: Path, pred_conv: str = "internal", gt_conv: s
     """Per-case region scores for every case id present in both ``pred`` and ``gt``."""
     from ..imageio import check_same_geometry, load_volume
     from ..labels import convert_labels
-    from ..trainers.metrics import region_scores
+    from ..training.metrics import region_scores
 
     p_idx, g_idx = _index(pred), _index(gt)
     if pred.is_file() and gt.is_file():
@@ -51,8 +51,11 @@ def evaluate_pairs(pred: Path, gt: Path, pred_conv: str = "internal", gt_conv: s
         g, ga = load_volume(g_idx[cid])
         check_same_geometry(f"GT {g_idx[cid].name}", g.shape, ga, f"prediction {p_idx[cid].name}", p.shape, pa)
         spacing = np.sqrt((ga[:3, :3] ** 2).sum(axis=0))
-        scores = region_scores(convert_labels(p, pred_conv, source=p_idx[cid].name),
-                               convert_labels(g, gt_conv, source=g_idx[cid].name), spacing)
+        scores = region_scores(
+            convert_labels(p, pred_conv, source=p_idx[cid].name),
+            convert_labels(g, gt_conv, source=g_idx[cid].name),
+            spacing,
+        )
         rows.append({"case_id": cid, **{f"{r}_{m}": round(v, 4) for r, d in scores.items() for m, v in d.items()}})
     return rows
 

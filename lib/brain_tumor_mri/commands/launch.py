@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -42,10 +42,11 @@ def pick_backend(device: str, nproc: int) -> str:
     return "nccl"
 
 
-def _worker(rank: int, args: argparse.Namespace, world: int, port: int, backend: str) -> None:
-    """One rank: join the process group, run the training command, leave the group."""
-    from . import train
-
+def _worker(
+    rank: int, target: Callable[[argparse.Namespace], int], args: argparse.Namespace, world: int, port: int,
+    backend: str,
+) -> None:  # fmt: skip
+    """One rank: join the process group, run ``target(args)``, leave the group."""
     level = logging.DEBUG if getattr(args, "verbose", False) else logging.INFO
     logging.basicConfig(level=level, format=f"%(asctime)s rank {rank} %(levelname)s %(message)s")
     if backend == "gloo":
@@ -53,7 +54,7 @@ def _worker(rank: int, args: argparse.Namespace, world: int, port: int, backend:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group(backend, rank=rank, world_size=world)
     try:
-        code = train.run(args)
+        code = target(args)
     finally:
         dist.destroy_process_group()
     if code not in (0, 3):
@@ -80,12 +81,12 @@ def _forward_sigterm(pids: list[int]) -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def launch(args: argparse.Namespace, nproc: int, device: str) -> bool:
-    """Run ``args`` as ``nproc`` ranks and wait; False if a worker failed."""
+def launch(target: Callable[[argparse.Namespace], int], args: argparse.Namespace, nproc: int, device: str) -> bool:
+    """Run ``target(args)`` (a module-level function) as ``nproc`` ranks and wait; False if a worker failed."""
     backend = pick_backend(device, nproc)
     port = free_port()
     logger.info("launching %d workers (backend %s, 127.0.0.1:%d)", nproc, backend, port)
-    ctx = mp.start_processes(_worker, args=(args, nproc, port, backend), nprocs=nproc, join=False,
+    ctx = mp.start_processes(_worker, args=(target, args, nproc, port, backend), nprocs=nproc, join=False,
                              start_method="spawn")  # fmt: skip
     try:
         with _forward_sigterm([p.pid for p in ctx.processes]):

@@ -26,14 +26,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", type=Path, help="folder with segmentation.pt + .json (default: model_weights/)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--allow-missing-sequences", action="store_true", help="zero-fill missing sequences")
-    p.add_argument("--drop-sequence", choices=SEQUENCES, action="append", default=[],
-                   help="zero this sequence as if it were missing (to measure what its absence costs)")
+    p.add_argument(
+        "--drop-sequence",
+        choices=SEQUENCES,
+        action="append",
+        default=[],
+        help="zero this sequence as if it were missing (to measure what its absence costs)",
+    )
 
 
 def find_cases(inputs: list[Path]) -> list[tuple[str, dict[str, Path]]]:
     """(case id, sequence files) for every BraTS case folder or datastore case under ``inputs``."""
     from ..data.sources import BRATS2021, BRATS2023, discover
-    from ..layout import list_cases, image_path, resolve_case
+    from ..layout import image_path, list_cases, resolve_case
 
     found: list[tuple[str, dict[str, Path]]] = []
     for root in inputs:
@@ -60,12 +65,10 @@ def find_cases(inputs: list[Path]) -> list[tuple[str, dict[str, Path]]]:
 def run(args: argparse.Namespace) -> int:
     from ..config import AppConfig
     from ..imageio import load_sequences, save_label
-    from ..server_process import APP
-    from ..wiring import Runtime
+    from ..inference.served import ServedModels
 
-    cfg = AppConfig.from_conf({"device": args.device}, APP, args.out, args.weights_dir)
-    rt = Runtime(cfg)
-    segmenter = rt.segmenter()
+    cfg = AppConfig.from_conf({"device": args.device}, None, args.out, args.weights_dir)
+    segmenter = ServedModels(cfg).segmenter()
     cases = find_cases(args.inputs)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -76,8 +79,14 @@ def run(args: argparse.Namespace) -> int:
             missing = sorted(set(missing) | {key})
         seg = segmenter.segment(stack, affine)
         save_label(args.out / f"{case_id}-seg.nii.gz", seg.label, affine)
-        rows.append({"case_id": case_id, "model_version": seg.model_version, "missing": ";".join(missing),
-                     **{f"{k}_ml": v for k, v in seg.measurements["volumes_ml"].items()}})
+        rows.append(
+            {
+                "case_id": case_id,
+                "model_version": seg.model_version,
+                "missing": ";".join(missing),
+                **{f"{k}_ml": v for k, v in seg.measurements["volumes_ml"].items()},
+            }
+        )
     with open(args.out / "volumes.csv", "w", newline="", encoding="utf-8") as fp:
         writer = csv.DictWriter(fp, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -9,57 +9,18 @@ datastore's published weights, else the shipped demo weights, else trains from s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import logging
 import shlex
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import brain_tumor_mri
-
-from ..config import AppConfig
-from ..wiring import SEG_WEIGHTS, published_dir
+from ..layout import SEG_WEIGHTS, published_dir
+from .train_common import add_common_arguments, app_config, resolve_init, stop_on_sigterm
 
 logger = logging.getLogger(__name__)
-
-
-def app_config(studies: str | Path) -> AppConfig:
-    """The app's default config for ``studies`` (same weights locations as the server)."""
-    app_dir = Path(brain_tumor_mri.__file__).resolve().parents[2] / "apps" / "brain_tumor"
-    return AppConfig.from_conf({}, app_dir=app_dir, studies=studies)
-
-
-def add_common_arguments(
-    p: argparse.ArgumentParser,
-    weights_name: str,
-    *,
-    out_is_dir: bool = False,
-    batch_size: int = 2,
-    batch_unit: str = "patches",
-    lr_help: str = "learning rate (default: config train_lr)",
-) -> None:
-    """Options every training target shares (data, schedule, output, device)."""
-    out_help = f"publish {'into DIR' if out_is_dir else 'to'} (default: STUDIES/model/{weights_name})"
-    p.add_argument("studies", type=Path, metavar="STUDIES", help="datastore folder (MONAI Label studies)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (default: config train_epochs)")
-    p.add_argument("--lr", type=float, help=lr_help)
-    p.add_argument("--init", default="auto", metavar="WEIGHTS|auto|none",
-                   help="weights to fine-tune; auto = the currently served model; none = from scratch")  # fmt: skip
-    p.add_argument("--out", type=Path, metavar="DIR" if out_is_dir else "WEIGHTS", help=out_help)
-    p.add_argument("--run-dir", type=Path, metavar="DIR", help="metrics, curves (default: STUDIES/model/runs/...)")
-    p.add_argument("--seed", type=int, help="random seed (default: config seed)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default: config device)")
-    p.add_argument("--bf16", choices=("auto", "on", "off"), help="bf16 autocast on the CPU (default: auto)")
-    p.add_argument("--val-fraction", type=float, help="validation split by case (default: config)")
-    p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: config)")
-    p.add_argument("--batch-size", type=int, default=batch_size, help=f"{batch_unit} per step (default: {batch_size})")
-    p.add_argument("--max-minutes", type=float, default=0.0, help="wall-time budget; the best epoch so far is kept")
 
 
 def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,49 +34,18 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
                    help="data-parallel worker processes: nccl on GPUs, gloo on CPU (default: 1)")  # fmt: skip
 
 
-def resolve_init(choice: str, published: Path, shipped: Path) -> Path | None:
-    """``auto`` -> published, else shipped, else None; ``none`` -> None; else that file."""
-    if choice == "none":
-        return None
-    if choice == "auto":
-        return next((p for p in (published, shipped) if p.is_file() and p.with_suffix(".json").is_file()), None)
-    path = Path(choice)
-    if not path.is_file():
-        raise ValueError(f"--init {choice}: weights file not found")
-    return path
-
-
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[Callable[[], bool]]:
-    """A ``should_stop`` that turns SIGTERM into a clean stop (nothing is published)."""
-    state = {"stop": False}
-
-    def handle(signum: int, frame: Any) -> None:
-        """Remember the request; the run checks it between steps."""
-        logger.warning("stop requested (signal %d); finishing without publishing", signum)
-        state["stop"] = True
-
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, handle) if in_main else None
-    try:
-        yield lambda: state["stop"]
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
-
-
 def run_segmentation(args: argparse.Namespace) -> int:
     """Load the datastore's labelled cases, train, and publish if the model improved."""
-    from ..trainers import distributed as ddp
-    from ..trainers.seg_data import load_split
-    from ..trainers.segmentation import SegTrainSettings, init_spacing, train_segmentation
+    from ..training import distributed as ddp
+    from ..training.seg_data import load_split
+    from ..training.segmentation import SegTrainSettings, init_spacing, train_segmentation
     from ..transforms.augment import AugmentSettings
 
     cfg = app_config(args.studies)
-    published = published_dir(cfg) / SEG_WEIGHTS
+    published = published_dir(cfg.studies) / SEG_WEIGHTS
     init = resolve_init(args.init, published, cfg.weights_dir / SEG_WEIGHTS)
     out = args.out or published
-    run_dir = args.run_dir or published_dir(cfg) / "runs" / f"segmentation-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = args.run_dir or published_dir(cfg.studies) / "runs" / f"segmentation-{time.strftime('%Y%m%d-%H%M%S')}"
     if args.patch <= 0 or args.patch % 16:
         raise ValueError(f"--patch {args.patch}: expected a positive multiple of 16")
     if args.nproc < 1:
@@ -159,7 +89,7 @@ def _launch_segmentation(args: argparse.Namespace, init: Path | None, run_dir: P
     from .launch import launch
 
     args = argparse.Namespace(**{**vars(args), "run_dir": Path(run_dir), "init": str(init or "none")})
-    if not launch(args, args.nproc, device):
+    if not launch(run, args, args.nproc, device):
         return 1
     result = json.loads((Path(run_dir) / "result.json").read_text(encoding="utf-8"))
     return 0 if result["status"] != "stopped" else 3

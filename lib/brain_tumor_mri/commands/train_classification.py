@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..inference.classifier import WEIGHTS_2D, WEIGHTS_3D
-from ..wiring import published_dir
-from .train import add_common_arguments, app_config, resolve_init, stop_on_sigterm
+from ..layout import published_dir
+from .train_common import add_common_arguments, app_config, resolve_init, stop_on_sigterm
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +49,14 @@ def _command(args: argparse.Namespace, kind: str, init: Path | None, out: Path, 
 
 def train_kind(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     """Load, split, train and maybe publish one input kind; returns the result summary."""
-    from ..trainers.class_data import describe, load_samples, split_by_group
-    from ..trainers.classification import ClassTrainSettings, init_preprocess, train_classification
+    from ..training.class_data import describe, load_samples, split_by_group
+    from ..training.classification import ClassTrainSettings, init_preprocess, train_classification
 
     cfg = app_config(args.studies)
-    init = resolve_init(args.init, published_dir(cfg) / WEIGHTS[kind], cfg.weights_dir / WEIGHTS[kind])
-    out = (args.out or published_dir(cfg)) / WEIGHTS[kind]
+    init = resolve_init(args.init, published_dir(cfg.studies) / WEIGHTS[kind], cfg.weights_dir / WEIGHTS[kind])
+    out = (args.out or published_dir(cfg.studies)) / WEIGHTS[kind]
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = (args.run_dir or published_dir(cfg) / "runs") / f"classification_{kind}-{stamp}"
+    run_dir = (args.run_dir or published_dir(cfg.studies) / "runs") / f"classification_{kind}-{stamp}"
     overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "device": args.device, "bf16": args.bf16,
                                    "patience": args.patience}.items() if v is not None}  # fmt: skip
     lr = args.lr if args.lr is not None else (1e-3 if init is None else 3e-4)

@@ -266,7 +266,7 @@ def _withheld(cases: list[SourceCase], unlabelled: int) -> set[str]:
     if unlabelled < 0:
         raise ValueError(f"--unlabelled {unlabelled}: expected a count >= 0")
     ids = sorted(c.case_id for c in cases if c.kind == "3d" and c.label is not None)
-    return set(ids[len(ids) - unlabelled:]) if unlabelled else set()
+    return set(ids[len(ids) - unlabelled :]) if unlabelled else set()
 
 
 def import_dataset(

@@ -31,8 +31,12 @@ _AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
 _CONTRAST_P = {"t1c": 0.6, "t2w": 0.2, "t2f": 0.2}
 #: Head layers outside the brain: (name, min mm, max mm), innermost first.
 _LAYERS: tuple[tuple[str, float, float], ...] = (
-    ("csf", 1.5, 4.0), ("cortex", 1.5, 2.5), ("marrow", 2.5, 6.0), ("cortex", 1.5, 2.5),
-    ("fat", 3.0, 7.0), ("skin", 1.5, 3.0),
+    ("csf", 1.5, 4.0),
+    ("cortex", 1.5, 2.5),
+    ("marrow", 2.5, 6.0),
+    ("cortex", 1.5, 2.5),
+    ("fat", 3.0, 7.0),
+    ("skin", 1.5, 3.0),
 )
 #: Layer intensity per contrast, relative to the slice's brain median.
 _LAYER_LEVEL: dict[str, dict[str, float]] = {
@@ -106,9 +110,11 @@ def _picture(
     brain = ndimage.affine_transform(image.astype(np.float32), **sample)
     inside = ndimage.affine_transform(mask.astype(np.float32), **sample) > 0.5
     level = float(np.median(brain[inside])) if inside.any() else 500.0
-    head = _skull(inside, contrast, pixel_mm, level, rng)
+    head = _skull(inside, contrast, float(pixel_mm), level, rng)
     picture = np.where(inside, brain, head)
-    picture = np.hypot(picture + rng.normal(0, 0.015 * level, picture.shape), rng.normal(0, 0.015 * level, picture.shape))
+    picture = np.hypot(
+        picture + rng.normal(0, 0.015 * level, picture.shape), rng.normal(0, 0.015 * level, picture.shape)
+    )
     top = float(np.percentile(picture[inside], 99.7)) if inside.any() else float(picture.max() + 1e-6)
     return np.clip(picture / (top * rng.uniform(1.0, 1.15)) * 255.0, 0, 255).astype(np.uint8), inside
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,9 +120,7 @@ def generate_case(index: int, seed: int, spacing: float = 1.0, *, keep_tissue: b
 
 def _brain_box(grid: Grid) -> tuple[tuple[slice, ...], tuple[np.ndarray, ...]]:
     """Index box of the grid that can hold brain or tumour, and its per-axis world coordinates."""
-    box = tuple(
-        slice(grid.index_of(a, lo), grid.index_of(a, hi) + 1) for a, (lo, hi) in enumerate(_BRAIN_BOX_MM)
-    )
+    box = tuple(slice(grid.index_of(a, lo), grid.index_of(a, hi) + 1) for a, (lo, hi) in enumerate(_BRAIN_BOX_MM))
     axes = tuple(grid.axis_mm(a, s.start, s.stop) for a, s in enumerate(box))
     return box, axes
 
@@ -134,7 +133,10 @@ def _embed(grid: Grid, box: tuple[slice, ...], data: np.ndarray, dtype) -> np.nd
 
 
 def _sampling_points(
-    rng: np.random.Generator, axes: tuple[np.ndarray, ...], anatomy: _Anatomy, plan: TumourPlan | None,
+    rng: np.random.Generator,
+    axes: tuple[np.ndarray, ...],
+    anatomy: _Anatomy,
+    plan: TumourPlan | None,
     template: Template,
 ) -> np.ndarray:
     """Template voxel coordinates (3, X, Y, Z) that each output voxel takes its tissue from."""
@@ -170,7 +172,11 @@ def _sample_tissue(template: Template, points: np.ndarray) -> np.ndarray:
 
 
 def _render(
-    rng: np.random.Generator, tissue: np.ndarray, seg: np.ndarray, kind: str, axes: tuple[np.ndarray, ...],
+    rng: np.random.Generator,
+    tissue: np.ndarray,
+    seg: np.ndarray,
+    kind: str,
+    axes: tuple[np.ndarray, ...],
     spacing: float,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Tissue + lesion intensities with scanner effects for every sequence; also the foreground."""
@@ -199,7 +205,11 @@ def _lesion_box(seg: np.ndarray) -> tuple[slice, ...] | None:
 
 
 def _paint_lesion(
-    img: np.ndarray, seg: np.ndarray, texture: np.ndarray, table: dict[int, tuple[float, ...]], s_idx: int,
+    img: np.ndarray,
+    seg: np.ndarray,
+    texture: np.ndarray,
+    table: Mapping[int, tuple[float, ...]],
+    s_idx: int,
     rng: np.random.Generator,
 ) -> None:
     """Replace tissue intensity by textured lesion intensity per label, in place (a view)."""
@@ -210,7 +220,11 @@ def _paint_lesion(
 
 
 def _scanner(
-    rng: np.random.Generator, img: np.ndarray, fg: np.ndarray, axes: tuple[np.ndarray, ...], spacing: float,
+    rng: np.random.Generator,
+    img: np.ndarray,
+    fg: np.ndarray,
+    axes: tuple[np.ndarray, ...],
+    spacing: float,
     ref: float,
 ) -> np.ndarray:
     """Blur, multiplicative bias, global scale and Rician noise; background set to exactly 0."""
@@ -238,8 +252,14 @@ def write_case(case: SyntheticCase, brats_dir: str | Path) -> Path:
 
 
 def write_dataset(
-    out_dir: str | Path, n_cases: int, seed: int = 0, spacing: float = 1.0, slices_per_case: int = 4,
-    *, command: str | None = None, progress: bool = True,
+    out_dir: str | Path,
+    n_cases: int,
+    seed: int = 0,
+    spacing: float = 1.0,
+    slices_per_case: int = 4,
+    *,
+    command: str | None = None,
+    progress: bool = True,
 ) -> list[SyntheticCase]:
     """Generate and write ``n_cases`` cases (BraTS layout, Kaggle-style PNGs, README); return them.
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..labels import TUMOR_CLASSES
+from ..layout import CLASS_WEIGHTS
 from ..networks.checkpoint import LoadedModel
 from ..networks.store import ModelStore
 from ..runtime import autocast
@@ -23,8 +24,8 @@ from ..transforms.classify_preprocess import ClassPreprocess, prepare_case_3d, p
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_2D = "classification_2d.pt"
-WEIGHTS_3D = "classification_3d.pt"
+WEIGHTS_2D = CLASS_WEIGHTS["2d"]
+WEIGHTS_3D = CLASS_WEIGHTS["3d"]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..labels import REGIONS, SEG_LABELS
@@ -12,7 +14,7 @@ def voxel_volume_ml(affine: np.ndarray) -> float:
     return float(abs(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
 
 
-def tumor_measurements(label: np.ndarray, affine: np.ndarray) -> dict[str, object]:
+def tumor_measurements(label: np.ndarray, affine: np.ndarray) -> dict[str, Any]:
     """Volumes (mL) per compartment and BraTS region, and the whole-tumour centroid."""
     vox_ml = voxel_volume_ml(affine)
     counts = np.bincount(label.ravel(), minlength=max(SEG_LABELS.values()) + 1)

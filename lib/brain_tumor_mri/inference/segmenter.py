@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..labels import regions_to_label
+from ..labels import REGION_CHANNELS, SEG_LABELS, SEQUENCES, regions_to_label
+from ..networks.checkpoint import LoadedModel
 from ..networks.store import ModelStore
 from ..runtime import autocast
-from ..transforms.preprocess import prepare_case, restore
+from ..transforms.preprocess import Prepared, prepare_case, restore
 from .measure import tumor_measurements
 
 logger = logging.getLogger(__name__)
@@ -27,8 +29,13 @@ class Segmentation:
 
     label: np.ndarray
     probs: np.ndarray  # (3, x, y, z) region probabilities on the input grid
-    measurements: dict[str, object]
+    measurements: dict[str, Any]
     model_version: str
+
+
+def store_expectations() -> dict[str, Any]:
+    """Sidecar keys a segmentation model must carry, with the values this code is built for."""
+    return {"sequences": list(SEQUENCES), "regions": list(REGION_CHANNELS), "labels": dict(SEG_LABELS)}
 
 
 def enable_mc_dropout(network: torch.nn.Module, enabled: bool) -> None:
@@ -51,15 +58,28 @@ class Segmenter:
         meta = self.store.get().meta if meta is None else meta
         return float(meta.get("spacing", self.spacing))
 
-    def prepare(self, stack: np.ndarray, affine: np.ndarray, label: np.ndarray | None = None):
-        """The shared preprocessing at the served model's spacing."""
-        return prepare_case(stack, affine, self.working_spacing(), label)
+    def prepare(
+        self, stack: np.ndarray, affine: np.ndarray, label: np.ndarray | None = None, model: LoadedModel | None = None
+    ) -> Prepared:
+        """The shared preprocessing at the spacing of ``model`` (default: the served one)."""
+        meta = (model or self.store.get()).meta
+        return prepare_case(stack, affine, self.working_spacing(meta), label)
 
     @torch.inference_mode()
-    def forward(self, image: torch.Tensor, *, flips: tuple[int, ...] = (), mc_dropout: bool = False) -> torch.Tensor:
-        """Region probabilities (3, *window) for one preprocessed image (C, *window)."""
-        model = self.store.get()
-        net = model.network
+    def forward(
+        self,
+        image: torch.Tensor,
+        *,
+        flips: tuple[int, ...] = (),
+        mc_dropout: bool = False,
+        model: LoadedModel | None = None,
+    ) -> torch.Tensor:
+        """Region probabilities (3, *window) for one preprocessed image (C, *window).
+
+        Pass the ``model`` the image was prepared for, so a model published between the two
+        steps cannot pair one model's spacing with another's weights.
+        """
+        net = (model or self.store.get()).network
         x = image[None].to(self.store.device)
         if flips:
             x = torch.flip(x, dims=[d + 2 for d in flips])
@@ -78,8 +98,8 @@ class Segmenter:
 
     def segment(self, stack: np.ndarray, affine: np.ndarray) -> Segmentation:
         """Full pipeline on the input grid: label, probabilities and measurements."""
-        model = self.store.get()
-        prepared = prepare_case(stack, affine, self.working_spacing(model.meta))
-        probs = restore(self.forward(prepared.image), prepared.geometry)
+        model = self.store.get()  # one model for the whole request, even across a hot swap
+        prepared = self.prepare(stack, affine, model=model)
+        probs = restore(self.forward(prepared.image, model=model), prepared.geometry)
         label = regions_to_label(probs)
         return Segmentation(label, probs, tumor_measurements(label, affine), model.version)

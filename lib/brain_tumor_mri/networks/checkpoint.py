@@ -49,22 +49,35 @@ def sidecar_path(weights: str | Path) -> Path:
 
 
 def load_model(weights: str | Path, expect_kind: str, expect: dict[str, Any] | None = None) -> LoadedModel:
-    """Load ``weights`` + sidecar; check kind and any ``expect`` keys; return eval network."""
+    """Load ``weights`` + sidecar and return the network in eval mode.
+
+    The sidecar must name ``expect_kind`` and carry every ``expect`` key with exactly that
+    value (a missing key is a mismatch, not a pass), and the weights file must hash to the
+    sidecar's ``sha256``: a mismatch means the pair is being replaced or is corrupt, and the
+    caller (``ModelStore``) keeps serving the model it has.
+    """
     weights = Path(weights)
     meta_path = sidecar_path(weights)
     if not weights.is_file() or not meta_path.is_file():
-        raise FileNotFoundError(f"weights {weights} or its sidecar {meta_path.name} not found")
+        raise FileNotFoundError(f"weights {weights.name} or its sidecar {meta_path.name} not found")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     if meta.get("kind") != expect_kind:
         raise ValueError(f"{weights.name}: sidecar kind {meta.get('kind')!r}, expected {expect_kind!r}")
     for key, value in (expect or {}).items():
-        if key in meta and meta[key] != value:
+        if key not in meta:
+            raise ValueError(f"{weights.name}: sidecar lacks {key!r} (expected {value!r})")
+        if meta[key] != value:
             raise ValueError(f"{weights.name}: sidecar {key}={meta[key]!r} does not match expected {value!r}")
+    if "sha256" not in meta:
+        raise ValueError(f"{weights.name}: sidecar lacks the weights' sha256")
+    digest = _sha256(weights)
+    if digest != meta["sha256"]:
+        raise ValueError(f"{weights.name}: file does not match the sha256 in {meta_path.name} (replaced meanwhile?)")
     network = build_network(meta["kind"], meta.get("network", {}))
     state = torch.load(weights, map_location="cpu", weights_only=True)
     network.load_state_dict(state)
     network.eval()
-    logger.info("loaded %s model %s (version %s)", expect_kind, weights, meta.get("version"))
+    logger.info("loaded %s model %s (version %s)", expect_kind, weights.name, meta.get("version"))
     return LoadedModel(network=network, meta=meta, path=weights)
 
 
@@ -81,8 +94,8 @@ def save_model(network: torch.nn.Module, weights: str | Path, meta: dict[str, An
     meta = {**meta, "sha256": digest, "version": f"{time.strftime('%Y%m%d-%H%M%S')}-{digest[:8]}"}
     tmp_m = sidecar_path(weights).with_name(f".{weights.stem}.json.tmp{os.getpid()}")
     tmp_m.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), encoding="utf-8")
-    # Sidecar first would let a reader pair new meta with old weights; weights first means a
-    # reader may see new weights with old meta for an instant, so readers check sha256.
+    # Either order leaves an instant where a reader sees one new file and one old one;
+    # ``load_model`` checks the sha256 and refuses such a pair, so the order is not critical.
     os.replace(tmp_w, weights)
     os.replace(tmp_m, sidecar_path(weights))
     logger.info("published %s (version %s)", weights, meta["version"])

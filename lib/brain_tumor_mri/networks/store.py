@@ -21,6 +21,10 @@ from .checkpoint import LoadedModel, load_model, model_stamp
 logger = logging.getLogger(__name__)
 
 
+class ModelUnavailable(RuntimeError):
+    """No usable weights for a model (none published, none shipped, or none loadable)."""
+
+
 class ModelStore:
     """Thread-safe holder of one model kind, preferring the datastore's published weights."""
 
@@ -57,15 +61,21 @@ class ModelStore:
         """The current model, (re)loaded if the serving file changed since last call."""
         path = self.source()
         if path is None:
-            raise FileNotFoundError(f"no {self.kind} weights at {self.published} or {self.shipped}")
+            logger.error("no %s weights at %s or %s", self.kind, self.published, self.shipped)
+            raise ModelUnavailable(
+                f"no {self.kind} model is available: none trained on this datastore and none shipped"
+            )
         key = (str(path), model_stamp(path))
         with self._lock:
             if self._model is None or key != self._key:
                 try:
                     loaded = load_model(path, self.kind, self.expect)
-                except Exception:
+                except Exception as exc:
                     if self._model is None:
-                        raise
+                        logger.exception("cannot load %s weights %s", self.kind, path)
+                        raise ModelUnavailable(
+                            f"the {self.kind} model cannot be loaded ({type(exc).__name__})"
+                        ) from exc
                     logger.exception("could not load %s; keeping version %s", path, self._model.version)
                     return self._model
                 net = to_memory_format(loaded.network.to(self.device), self.channels_last)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..imageio import InputError, load_volume
+from ..imageio import InputError, load_volume, open_nifti
 from ..layout import IMAGE_EXTS_2D
 from .preprocess import prepare_case
 
@@ -71,9 +71,7 @@ def _shape_of(path: Path) -> tuple[int, ...]:
             import nrrd
 
             return tuple(int(n) for n in nrrd.read_header(str(path))["sizes"])
-        import nibabel as nib
-
-        return tuple(int(n) for n in nib.load(str(path)).shape)
+        return tuple(int(n) for n in open_nifti(path).shape)
     except Exception as exc:
         raise InputError(f"{path.name}: not an image or unreadable ({type(exc).__name__}: {exc})") from exc
 

@@ -72,16 +72,19 @@ def _window(x: torch.Tensor, start: tuple[int, ...], size: tuple[int, ...]) -> t
     return out
 
 
-def brain_window(mask: torch.Tensor, divisor: int = SEG_DIVISOR, margin: int = 2):
+def brain_window(
+    mask: torch.Tensor, divisor: int = SEG_DIVISOR, margin: int = 2
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
     """Crop window around the non-zero mask, sized to a multiple of ``divisor``."""
     idx = [torch.nonzero(mask.any(dim=tuple(d for d in range(3) if d != a))).flatten() for a in range(3)]
-    start, size = [], []
+    start: list[int] = []
+    size: list[int] = []
     for ids in idx:
         lo, hi = int(ids[0]) - margin, int(ids[-1]) + 1 + margin
         n = int(np.ceil((hi - lo) / divisor) * divisor)
         start.append(lo - (n - (hi - lo)) // 2)
         size.append(n)
-    return tuple(start), tuple(size)
+    return _shape3(tuple(start)), _shape3(tuple(size))
 
 
 def normalize(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -95,9 +98,7 @@ def normalize(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def prepare_case(
-    stack: np.ndarray, affine: np.ndarray, spacing: float, label: np.ndarray | None = None
-) -> Prepared:
+def prepare_case(stack: np.ndarray, affine: np.ndarray, spacing: float, label: np.ndarray | None = None) -> Prepared:
     """Preprocess a (4, x, y, z) case (and optionally its label) for the network."""
     ornt = nib.orientations.io_orientation(affine)
     ras = _to_ras(stack, ornt)
@@ -115,8 +116,14 @@ def prepare_case(
     if label is not None:
         lab_ras = torch.from_numpy(_to_ras(label.astype(np.float32), ornt))[None]
         lab = _window(_resize(lab_ras, work_shape, "nearest"), start, size)[0].round().to(torch.uint8)
-    geom = Geometry(tuple(stack.shape[1:]), ornt, tuple(ras.shape[1:]), work_shape, start, size)
+    geom = Geometry(_shape3(stack.shape[1:]), ornt, _shape3(ras.shape[1:]), _shape3(work_shape), start, size)
     return Prepared(image=image, label=lab, geometry=geom)
+
+
+def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """A spatial shape as the 3-tuple ``Geometry`` records."""
+    x, y, z = (int(n) for n in shape)
+    return x, y, z
 
 
 def restore(output: torch.Tensor, geom: Geometry) -> np.ndarray:

@@ -17,9 +17,7 @@ from brain_tumor_mri.data.importers import import_dataset
 from brain_tumor_mri.imageio import InputError
 
 SHAPE = (8, 9, 7)
-AFFINE = np.array(
-    [[0.0, -1.2, 0.0, 90.0], [1.1, 0.0, 0.0, -120.5], [0.0, 0.0, 2.0, -60.0], [0.0, 0.0, 0.0, 1.0]]
-)
+AFFINE = np.array([[0.0, -1.2, 0.0, 90.0], [1.1, 0.0, 0.0, -120.5], [0.0, 0.0, 2.0, -60.0], [0.0, 0.0, 0.0, 1.0]])
 BRATS21 = {"t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2"}
 
 

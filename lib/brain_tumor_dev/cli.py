@@ -1,0 +1,21 @@
+"""``brain-tumor-dev``: developer commands (benchmarks, simulations) that need a source checkout."""
+
+from __future__ import annotations
+
+import sys
+
+from brain_tumor_mri.cli import main as run_cli
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "benchmark": ("brain_tumor_dev.benchmark", "measure inference speed and memory against a baseline"),
+    "simulate-active-learning": ("brain_tumor_dev.simulate_al", "simulated annotation loop per strategy"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one developer command (same conventions as ``brain-tumor``)."""
+    return run_cli(argv, COMMANDS, prog="brain-tumor-dev", description=__doc__.splitlines()[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The app's datastore: MONAI Label's local datastore with checked, crash-safe writes.
+
+Labels arriving from Slicer are validated (id, readability, geometry against the case's
+image, values and segment names) and converted to the internal convention before they
+are stored; files and the datastore's JSON are written via temp file + rename, so a
+server killed mid-save never leaves a truncated label registered as final.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import HTTPException
+from filelock import FileLock
+from monailabel.datastore.local import DataModel, LocalDatastore
+
+from ..imageio import InputError, check_same_geometry, load_volume, save_label
+from ..labels import SEG_LABELS
+from ..layout import IMAGE_EXTS_3D, validate_case_id
+
+logger = logging.getLogger(__name__)
+
+
+def remap_by_segment_names(label: np.ndarray, label_info: Any, source: str) -> np.ndarray:
+    """Map Slicer's segment values to internal ones using ``label_info`` [{name, idx}]."""
+    values = sorted(int(v) for v in np.unique(label))
+    mapping = {0: 0, **{v: v for v in SEG_LABELS.values()}}
+    for entry in label_info or []:
+        name, idx = str(entry.get("name", "")), entry.get("idx")
+        if idx is None:
+            continue
+        key = name.strip().lower().replace(" ", "_").replace("-", "_")
+        if key in SEG_LABELS:
+            mapping[int(idx)] = SEG_LABELS[key]
+        elif int(idx) in values:
+            raise InputError(f"{source}: segment {name!r} (value {idx}) is not one of {sorted(SEG_LABELS)}")
+    unknown = [v for v in values if v not in mapping]
+    if unknown:
+        raise InputError(f"{source}: unknown label values {unknown}; allowed 0..3 ({', '.join(SEG_LABELS)})")
+    lut = np.zeros(max(max(mapping), max(values)) + 1, np.uint8)
+    for src, dst in mapping.items():
+        lut[src] = dst
+    return lut[label.astype(np.int64)]
+
+
+class BrainTumorDatastore(LocalDatastore):
+    """LocalDatastore whose label/image writes are validated and atomic."""
+
+    #: largest accepted upload (voxels); set from ``AppConfig.max_voxels`` by the app
+    max_voxels: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        handler = getattr(self, "_handler", None)
+        if handler is not None:  # atomic writes arrive as renames: reload on those too
+            handler.on_moved = self._on_config_moved
+
+    def _on_config_moved(self, event: Any) -> None:
+        """Another process (training, scoring) replaced datastore_v2.json: re-read it."""
+        if getattr(event, "dest_path", None) == self._datastore_config_path:
+            self._init_from_datastore_file()  # reloads only when the file's mtime changed
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        try:
+            validate_case_id(image_id)
+            validate_case_id(label_tag)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=f"save label: {exc}") from exc
+        obj = self._datastore.objects.get(image_id)
+        if not obj:
+            raise HTTPException(status_code=404, detail=f"save label: image {image_id!r} not found in the datastore")
+        image_path = Path(self.get_image_uri(image_id))
+        if not image_path.name.lower().endswith(IMAGE_EXTS_3D):
+            raise HTTPException(
+                status_code=422, detail=f"save label: {image_id!r} is a 2D image; labels are for 3D cases"
+            )
+        try:
+            label = self._checked_label(Path(label_filename), image_path, label_info, image_id)
+        except (InputError, ValueError) as exc:
+            raise HTTPException(status_code=422, detail=f"save label: {exc}") from exc
+        return self._store_label(image_id, label_tag, label, label_info)
+
+    def _checked_label(self, label_file: Path, image_path: Path, label_info: Any, image_id: str) -> tuple:
+        if not label_file.is_file() or label_file.stat().st_size == 0:
+            raise InputError(f"label for {image_id!r} is an empty file")
+        data, affine = load_volume(label_file, ndim=3, max_voxels=self.max_voxels)
+        img_data, img_affine = load_volume(image_path, ndim=3)
+        check_same_geometry(
+            f"image {image_id}", img_data.shape, img_affine, f"label for {image_id}", data.shape, affine
+        )
+        if np.any(np.abs(data - np.rint(data)) > 1e-3):
+            raise InputError(f"label for {image_id!r} has non-integer values")
+        mapped = remap_by_segment_names(np.rint(data), (label_info or {}).get("label_info"), f"label for {image_id!r}")
+        return mapped, img_affine
+
+    def _store_label(self, image_id: str, tag: str, label: tuple, label_info: dict[str, Any]) -> str:
+        data, affine = label
+        label_dir = Path(self._datastore.label_path(tag))
+        label_dir.mkdir(parents=True, exist_ok=True)
+        name = self._filename(image_id, ".nii.gz")
+        fd, tmp = tempfile.mkstemp(prefix=f".{image_id}.", suffix=".partial.nii.gz", dir=label_dir)
+        os.close(fd)
+        try:
+            save_label(tmp, data, affine)
+            with open(tmp, "rb+") as fp:
+                os.fsync(fp.fileno())
+            with FileLock(self._lock_file):
+                for ext in IMAGE_EXTS_3D:  # a previous label in another format would shadow this one
+                    old = label_dir / self._filename(image_id, ext)
+                    if ext != ".nii.gz" and old.exists():
+                        old.unlink()
+                os.replace(tmp, label_dir / name)
+                info = {k: v for k, v in (label_info or {}).items() if k != "label_info"}
+                info.update({"ts": int(time.time()), "name": name, "label_info": (label_info or {}).get("label_info")})
+                info["volumes_voxels"] = {k: int((data == v).sum()) for k, v in SEG_LABELS.items()}
+                self._datastore.objects[image_id].labels[tag] = DataModel(info=info, ext=".nii.gz")
+                self._update_datastore_file(lock=False)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        logger.info("saved %s label for %s (%s)", tag, image_id, info["volumes_voxels"])
+        return image_id
+
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        try:
+            validate_case_id(image_id)
+            if str(image_filename).lower().endswith(IMAGE_EXTS_3D):
+                load_volume(image_filename, ndim=3, max_voxels=self.max_voxels)
+        except (InputError, ValueError) as exc:
+            raise HTTPException(status_code=422, detail=f"add image: {exc}") from exc
+        return super().add_image(image_id, image_filename, image_info)
+
+    def _update_datastore_file(self, lock: bool = True) -> None:
+        """Write datastore_v2.json atomically (temp + rename) instead of in place."""
+
+        def write() -> None:
+            # No ``_ignore_event_config`` here: a rename delivers a "moved" event, never the
+            # "modified" one that flag would swallow, so setting it would make MONAI Label
+            # ignore the next genuine outside edit of the file.
+            tmp = f"{self._datastore_config_path}.tmp{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.write(json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._datastore_config_path)
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+        if lock:
+            with FileLock(self._lock_file):
+                write()
+        else:
+            write()
+
+
+def clean_partial_files(studies: Path) -> int:
+    """Remove temp files a killed save left behind (never registered: hidden names)."""
+    removed = 0
+    for p in Path(studies, "labels").glob("*/.*.partial.nii.gz"):
+        p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+__all__ = ["BrainTumorDatastore", "clean_partial_files", "remap_by_segment_names"]

@@ -1,0 +1,82 @@
+"""MONAI Label infer task: four-sequence brain-tumour segmentation for 3D Slicer.
+
+Slicer sends the case id of the FLAIR it shows; the task finds the other sequences from
+that id (see ``layout``), segments, and answers with a uint8 label of values 1..3 on the
+FLAIR's exact grid plus JSON params: label names, volumes in mL, centroid, model version.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from typing import Any, Callable
+
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+
+from ..config import AppConfig
+from ..imageio import InputError, load_sequences, save_label
+from ..inference.segmenter import Segmenter
+from ..labels import SEG_LABELS, SEQUENCES
+from ..layout import IMAGE_EXTS_2D, resolve_case
+from .admission import Admission
+from .errors import checked_image_path, client_errors
+
+logger = logging.getLogger(__name__)
+
+RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
+
+
+class BrainTumorSegInfer(InferTask):
+    """Necrotic core (1), edema (2) and enhancing tumour (3) from T1, T1c, T2 and FLAIR."""
+
+    def __init__(
+        self,
+        cfg: AppConfig,
+        segmenter: Segmenter,
+        admission: Admission,
+        classify: Callable[[Any, Any], dict[str, Any] | None] | None = None,
+    ) -> None:
+        super().__init__(
+            type="segmentation",
+            labels=dict(SEG_LABELS),
+            dimension=3,
+            description="3D U-Net on four co-registered MRI sequences (T1, T1c, T2, FLAIR): "
+            "necrotic core, edema, enhancing tumour, with volumes",
+            config={"sequences": list(SEQUENCES), "spacing_mm": cfg.seg_spacing},
+        )
+        self.cfg = cfg
+        self.segmenter = segmenter
+        self.admission = admission
+        self.classify = classify
+
+    def is_valid(self) -> bool:
+        return self.segmenter.store.available()
+
+    def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        ext = str(request.get("result_extension") or ".nii.gz")
+        if ext not in RESULT_EXTENSIONS:
+            ext = ".nii.gz"
+        with client_errors("segmentation"), self.admission.slot("segmentation"):
+            path = checked_image_path(request.get("image"), self.cfg.studies)
+            if path.name.lower().endswith(IMAGE_EXTS_2D):
+                raise InputError(f"{path.name} is a 2D image; segmentation needs a 3D case with four sequences")
+            case = resolve_case(path)
+            stack, affine, missing = load_sequences(
+                case.sequences, allow_missing=self.cfg.allow_missing_sequences, max_voxels=self.cfg.max_voxels
+            )
+            seg = self.segmenter.segment(stack, affine)
+            params: dict[str, Any] = {
+                "label_names": dict(SEG_LABELS),
+                "model_version": seg.model_version,
+                "case_id": case.case_id,
+                "missing_sequences": missing,
+                **seg.measurements,
+            }
+            if self.classify is not None:
+                params["classification"] = self.classify(stack, affine)
+            out = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
+            save_label(out, seg.label, affine)
+        logger.info(
+            "segmented %s: WT %.1f mL (model %s)", case.case_id, params["volumes_ml"]["whole_tumor"], seg.model_version
+        )
+        return out, params

@@ -1,0 +1,88 @@
+"""Active-learning strategies behind Slicer's "Next sample" button.
+
+``first`` and ``random`` are the baselines; ``UncertaintyStrategy`` serves the unlabelled
+case with the highest stored score of one scoring method (see ``scoring``). All of them
+serve only unlabelled 3D cases and reserve what they serve.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+from monailabel.interfaces.tasks.strategy import Strategy
+
+from ..activelearning.pool import Reservations, candidates
+from .scoring import reload_datastore, stored_score
+
+logger = logging.getLogger(__name__)
+
+
+class _PoolStrategy(Strategy):
+    """Shared plumbing: candidate pool, reservation, MONAI Label's answer format."""
+
+    def __init__(self, description: str, studies: Path, reservations: Reservations) -> None:
+        super().__init__(description)
+        self.studies = Path(studies)
+        self.reservations = reservations
+
+    def pick(self, ids: list[str], datastore: Any) -> tuple[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    def __call__(self, request: dict[str, Any], datastore: Any) -> dict[str, Any] | None:
+        ids = candidates(self.studies, datastore, request, self.reservations)
+        if not ids:
+            logger.info("%s: no unlabelled 3D case left", type(self).__name__)
+            return None
+        case_id, extra = self.pick(ids, datastore)
+        self.reservations.reserve(case_id)
+        logger.info("%s: serving %s", type(self).__name__, case_id)
+        return {"id": case_id, **extra}
+
+
+class First(_PoolStrategy):
+    """The first unlabelled case in id order (predictable, for demos and tests)."""
+
+    def __init__(self, studies: Path, reservations: Reservations) -> None:
+        super().__init__("First unlabelled case (by id)", studies, reservations)
+
+    def pick(self, ids: list[str], datastore: Any) -> tuple[str, dict[str, Any]]:
+        return ids[0], {}
+
+
+class Random(_PoolStrategy):
+    """A uniformly random unlabelled case (seeded, so runs are reproducible)."""
+
+    def __init__(self, studies: Path, reservations: Reservations, seed: int = 0) -> None:
+        super().__init__("Random unlabelled case", studies, reservations)
+        self._rng = random.Random(seed)
+
+    def pick(self, ids: list[str], datastore: Any) -> tuple[str, dict[str, Any]]:
+        return self._rng.choice(ids), {}
+
+
+class UncertaintyStrategy(_PoolStrategy):
+    """The case with the highest stored score of ``method`` for the served model version.
+
+    Scores come from the matching scoring method (``scoring.py``), which runs in another
+    process; cases without a score for the current model rank last, ties go by id, so the
+    strategy still serves something useful before the first scoring run finishes.
+    """
+
+    def __init__(
+        self, studies: Path, reservations: Reservations, method: str, current_version: Callable[[], str | None]
+    ) -> None:
+        super().__init__(f"Most uncertain unlabelled case ({method} score)", studies, reservations)
+        self.method = method
+        self.current_version = current_version
+
+    def pick(self, ids: list[str], datastore: Any) -> tuple[str, dict[str, Any]]:
+        reload_datastore(datastore)
+        version = self.current_version()
+        scores = {i: stored_score(datastore.get_image_info(i), self.method, version) for i in ids}
+        best = min(ids, key=lambda i: (scores[i] is None, -(scores[i] or 0.0), i))
+        if scores[best] is None:
+            logger.info("%s: no case scored for model %s yet; serving by id", self.method, version)
+        return best, {"score": scores[best], "method": self.method}

@@ -1,0 +1,127 @@
+"""Builds the app's MONAI Label tasks from one ``AppConfig``; ``apps/brain_tumor/main.py`` calls this.
+
+Kept in the library (not the app folder) so tests can build the same tasks in-process and
+the app stays a thin MONAI Label adapter with no logic of its own. Every task of one
+server process shares one ``ServerContext``: the warm models, the admission books and the
+reservation book of the next-sample strategies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..activelearning.pool import Reservations
+from ..config import AppConfig
+from ..inference.served import ServedModels
+from .admission import Admission
+
+logger = logging.getLogger(__name__)
+
+#: Models that can be trained from the datastore (each has a train task).
+TRAINABLE = ("segmentation", "classification")
+TRAIN_DESCRIPTIONS = {
+    "segmentation": "Fine-tune the 3D U-Net on the datastore's final labels",
+    "classification": "Fine-tune the tumour-type classifiers on the datastore's class labels",
+}
+
+
+@dataclass
+class ServerContext:
+    """What the tasks of one server process share."""
+
+    cfg: AppConfig
+    models: ServedModels
+    reservations: Reservations = field(default_factory=Reservations)
+    _admission: dict[str, Admission] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, cfg: AppConfig) -> ServerContext:
+        """A context for ``cfg``; nothing heavy is loaded until a task needs it."""
+        return cls(cfg, ServedModels(cfg))
+
+    def admission(self, task: str) -> Admission:
+        """One admission book per task, so quick classifications do not queue behind segmentations."""
+        if task not in self._admission:
+            self._admission[task] = Admission(self.cfg.infer_concurrency, self.cfg.max_queue)
+        return self._admission[task]
+
+
+def build_datastore(cfg: AppConfig) -> Any:
+    """The local datastore with validated, atomic label writes."""
+    from monailabel.config import settings
+
+    from .datastore import BrainTumorDatastore, clean_partial_files
+
+    removed = clean_partial_files(cfg.studies)
+    if removed:
+        logger.warning("removed %d partial label file(s) left by an interrupted save", removed)
+    datastore = BrainTumorDatastore(
+        str(cfg.studies),
+        extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+        auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+        read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+    )
+    datastore.max_voxels = cfg.max_voxels
+    return datastore
+
+
+def build_infers(ctx: ServerContext, datastore_getter: Callable[[], Any]) -> dict[str, Any]:
+    """The infer tasks enabled by ``cfg.models``."""
+    cfg, models = ctx.cfg, ctx.models
+    infers: dict[str, Any] = {}
+    if "segmentation" in cfg.models:
+        from .infer_segmentation import BrainTumorSegInfer
+
+        classify = None
+        if "classification" in cfg.models:
+
+            def classify(stack: Any, affine: Any) -> dict[str, Any] | None:
+                """The segmentation answer also carries the tumour type (3D model), when served."""
+                clf = models.classifier()
+                return clf.classify_case(stack, affine).as_params() if clf.available("3d") else None
+
+        infers["segmentation"] = BrainTumorSegInfer(cfg, models.segmenter(), ctx.admission("segmentation"), classify)
+    if "classification" in cfg.models:
+        from .infer_classification import BrainTumorClassInfer
+
+        infers["classification"] = BrainTumorClassInfer(
+            cfg, models.classifier(), datastore_getter, ctx.admission("classification")
+        )
+    return infers
+
+
+def build_trainers(ctx: ServerContext) -> dict[str, Any]:
+    """Train tasks for the enabled models."""
+    from .train_task import ModelTrainTask
+
+    return {m: ModelTrainTask(ctx.cfg, m, TRAIN_DESCRIPTIONS[m]) for m in ctx.cfg.models if m in TRAINABLE}
+
+
+def build_strategies(ctx: ServerContext) -> dict[str, Any]:
+    """Next-sample strategies; all share one reservation book."""
+    from .strategies import First, Random
+
+    cfg, book = ctx.cfg, ctx.reservations
+    strategies: dict[str, Any] = {"random": Random(cfg.studies, book, cfg.seed), "first": First(cfg.studies, book)}
+    if "segmentation" in cfg.models:
+        from .scoring import served_version
+        from .strategies import UncertaintyStrategy
+
+        for method in ("epistemic", "tta"):
+            strategies[method] = UncertaintyStrategy(
+                cfg.studies, book, method, lambda: served_version(ctx.models.seg_store())
+            )
+    return strategies
+
+
+def build_scoring(ctx: ServerContext) -> dict[str, Any]:
+    """Scoring methods that store per-case uncertainty in the datastore (lazy: no model load)."""
+    if "segmentation" not in ctx.cfg.models:
+        return {}
+    from .scoring import EpistemicScoring, TTAScoring
+
+    segmenter = ctx.models.segmenter
+    return {"epistemic": EpistemicScoring(ctx.cfg, segmenter), "tta": TTAScoring(ctx.cfg, segmenter)}

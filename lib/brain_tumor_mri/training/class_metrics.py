@@ -1,0 +1,91 @@
+"""Classification metrics from integer labels and class probabilities (numpy only).
+
+Accuracy, balanced accuracy, per-class precision/recall/F1/support, one-vs-rest ROC AUC
+(Mann-Whitney U with mid-ranks for ties, so equal scores count half) and the confusion
+matrix (rows: true class, columns: predicted class). Undefined values (no samples of a
+class, no predictions of it) are reported as ``None`` rather than a misleading 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n_classes: int) -> np.ndarray:
+    """Counts (n_classes, n_classes): row = true class, column = predicted class."""
+    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return float(num / den) if den > 0 else None
+
+
+def per_class_scores(cm: np.ndarray) -> list[dict[str, Any]]:
+    """Precision, recall, F1 and support per class from a confusion matrix."""
+    out = []
+    for k in range(cm.shape[0]):
+        tp, predicted, actual = float(cm[k, k]), float(cm[:, k].sum()), float(cm[k, :].sum())
+        precision, recall = _ratio(tp, predicted), _ratio(tp, actual)
+        f1 = _ratio(2 * tp, predicted + actual)  # = 2PR/(P+R), and 0 for a class never predicted
+        out.append({"precision": precision, "recall": recall, "f1": f1, "support": int(cm[k, :].sum())})
+    return out
+
+
+def _midranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` with ties given their average rank."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    sorted_x = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def roc_auc(is_positive: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """Binary ROC AUC (probability a positive outranks a negative); None if one side is empty."""
+    pos = np.asarray(is_positive, dtype=bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = _midranks(np.asarray(scores, dtype=np.float64))
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def _mean_defined(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def classification_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """All metrics for labels ``y_true`` and probabilities ``probs`` (N, n_classes)."""
+    y = np.asarray(y_true, dtype=np.int64)
+    p = np.asarray(probs, dtype=np.float64).reshape(len(y), len(classes))
+    pred = p.argmax(axis=1) if len(y) else np.zeros(0, dtype=np.int64)
+    cm = confusion_matrix(y.tolist(), pred.tolist(), len(classes))
+    scores = per_class_scores(cm)
+    aucs = [roc_auc((y == k).tolist(), p[:, k].tolist()) for k in range(len(classes))]
+    per_class = {c: {**s, "roc_auc": a} for c, s, a in zip(classes, scores, aucs)}
+    present = [s["recall"] for s in scores if s["support"] > 0]
+    return {
+        "n": int(len(y)),
+        "accuracy": _ratio(float(np.trace(cm)), float(len(y))),
+        "balanced_accuracy": float(np.mean(present)) if present else None,
+        "macro_f1": _mean_defined([s["f1"] for s in scores if s["support"] > 0]),
+        "macro_roc_auc": _mean_defined(aucs),
+        "per_class": per_class,
+        "classes": list(classes),
+        "confusion_matrix": cm.tolist(),
+    }

@@ -1,0 +1,56 @@
+"""Classification metrics on hand-computed examples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brain_tumor_mri.training.class_metrics import classification_metrics, confusion_matrix, roc_auc
+
+CLASSES = ("glioma", "meningioma", "pituitary", "no_tumor")
+Y = [0, 0, 1, 1, 2, 3]
+P = np.array(
+    [
+        [0.7, 0.1, 0.1, 0.1],
+        [0.3, 0.5, 0.1, 0.1],
+        [0.1, 0.6, 0.2, 0.1],
+        [0.2, 0.7, 0.05, 0.05],
+        [0.1, 0.1, 0.7, 0.1],
+        [0.5, 0.2, 0.1, 0.2],
+    ]
+)  # fmt: skip  (predicted: 0, 1, 1, 1, 2, 0)
+
+
+def test_confusion_matrix_rows_are_true_classes() -> None:
+    expected = [[1, 1, 0, 0], [0, 2, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]]
+    assert confusion_matrix(Y, [0, 1, 1, 1, 2, 0], 4).tolist() == expected
+
+
+def test_known_values() -> None:
+    m = classification_metrics(Y, P, CLASSES)
+    assert m["n"] == 6
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1 + 1 + 0) / 4)
+    pc = m["per_class"]
+    assert pc["glioma"]["precision"] == pytest.approx(0.5) and pc["glioma"]["recall"] == pytest.approx(0.5)
+    assert pc["meningioma"]["precision"] == pytest.approx(2 / 3) and pc["meningioma"]["f1"] == pytest.approx(0.8)
+    assert pc["pituitary"]["f1"] == pytest.approx(1.0)
+    assert pc["no_tumor"]["precision"] is None  # never predicted
+    assert pc["no_tumor"]["recall"] == 0.0 and pc["no_tumor"]["f1"] == 0.0
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 1.0 + 0.0) / 4)
+    assert pc["glioma"]["roc_auc"] == pytest.approx(7 / 8)
+    assert [pc[c]["roc_auc"] for c in CLASSES[1:]] == [1.0, 1.0, 1.0]
+    assert m["macro_roc_auc"] == pytest.approx((7 / 8 + 3) / 4)
+    assert [pc[c]["support"] for c in CLASSES] == [2, 2, 1, 1]
+
+
+def test_roc_auc_ties_and_undefined() -> None:
+    assert roc_auc([True, False], [0.5, 0.5]) == 0.5
+    assert roc_auc([True, False, False], [0.2, 0.9, 0.1]) == 0.5
+    assert roc_auc([True, True], [0.1, 0.2]) is None
+
+
+def test_absent_class_has_undefined_auc_and_recall() -> None:
+    m = classification_metrics([0, 1], np.array([[0.9, 0.1, 0, 0], [0.2, 0.8, 0, 0]]), CLASSES)
+    assert m["accuracy"] == 1.0 and m["balanced_accuracy"] == 1.0
+    assert m["per_class"]["pituitary"]["roc_auc"] is None and m["per_class"]["pituitary"]["recall"] is None
