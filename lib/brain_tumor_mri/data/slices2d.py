@@ -58,13 +58,19 @@ def _mix(case: SyntheticCase) -> str:
     return "no_tumor" if case.tumor_type == "no_tumor" else "tumour"
 
 
+def draw_view(case: SyntheticCase, rng: np.random.Generator) -> tuple[str, str]:
+    """Plane and contrast of one picture of ``case`` (figshare-like or no-tumour-set-like mix)."""
+    mix = _mix(case)
+    plane = PLANES[int(rng.choice(len(PLANES), p=_PLANE_P[mix]))]
+    contrast = str(rng.choice(list(_CONTRAST_P[mix]), p=list(_CONTRAST_P[mix].values())))
+    return plane, contrast
+
+
 def render_slices(case: SyntheticCase, count: int, rng: np.random.Generator) -> list[np.ndarray]:
     """``count`` uint8 pictures of ``case`` with random plane, contrast, size and rotation."""
     pictures = []
-    mix = _mix(case)
     for _ in range(count):
-        plane = PLANES[int(rng.choice(len(PLANES), p=_PLANE_P[mix]))]
-        contrast = str(rng.choice(list(_CONTRAST_P[mix]), p=list(_CONTRAST_P[mix].values())))
+        plane, contrast = draw_view(case, rng)
         index = pick_slice(case, plane, rng)
         pictures.append(render_slice(case, plane, contrast, index, rng)[0])
     return pictures
