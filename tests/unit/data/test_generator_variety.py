@@ -12,7 +12,7 @@ from scipy import ndimage
 from brain_tumor_mri.cli import main
 from brain_tumor_mri.data.anatomies import ANATOMIES, load_anatomy, select_anatomies
 from brain_tumor_mri.data.importers import import_dataset
-from brain_tumor_mri.data.slices2d import PLANES, draw_view, render_slice, pick_slice
+from brain_tumor_mri.data.slices2d import PLANES, draw_view, pick_slice, render_slice
 from brain_tumor_mri.data.synthetic import GeneratorOptions, anatomy_for, generate_case, tumor_type_for
 from brain_tumor_mri.layout import read_case_meta
 
