@@ -17,8 +17,27 @@ pipq() {
   "$VENV/bin/python" -m pip -q "$@" 2> >(grep -v "^WARNING: Location" >&2)
 }
 
+system_data() {
+  # Real anatomies the synthetic generator reads offline (Colin27 head and brain; the ITK
+  # example T1 head). Installed only when missing; needs root for apt-get.
+  local missing=()
+  [ -f /usr/share/mricron/templates/ch2.nii.gz ] && [ -f /usr/share/mricron/templates/ch2bet.nii.gz ] \
+    || missing+=(mricron-data)
+  [ -f /usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz ] \
+    || missing+=(insighttoolkit5-examples)
+  [ ${#missing[@]} -eq 0 ] && return
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "[dev.sh] missing Debian package(s) ${missing[*]}: run as root: apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "[dev.sh] installing Debian package(s) ${missing[*]}" >&2
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 setup() {
   local key stamp
+  system_data
   key=$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
   stamp="$VENV/.installed-$key"
   if [ -f "$stamp" ]; then return; fi

@@ -113,7 +113,8 @@ def _child(kind: str, case: Path, repeats: int, tmp: Path) -> dict[str, Any]:
 def _make_case(workdir: Path) -> tuple[Path, str]:
     """A BraTS-size (240x240x155 at 1 mm) synthetic glioma case, imported as a datastore."""
     from brain_tumor_mri.data.importers import import_dataset
-    from brain_tumor_mri.data.synthetic import tumor_type_for, write_dataset
+    from brain_tumor_mri.data.synthetic import tumor_type_for
+    from brain_tumor_mri.data.synthetic_dataset import write_dataset
 
     raw, studies = workdir / "raw", workdir / "studies"
     if not studies.is_dir():

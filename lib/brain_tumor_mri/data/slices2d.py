@@ -1,20 +1,24 @@
-"""Kaggle-style 2D pictures (8-bit PNG, with skull and scalp) cut from synthetic 3D cases.
+"""Kaggle-style 2D pictures (8-bit JPEG or PNG, in a real head) cut from synthetic 3D cases.
 
-Public 2D brain-tumour datasets are not skull stripped and mix planes, contrasts, sizes
-and small rotations, so each picture draws those at random; tumour pictures cut through
-the tumour. The skull is layered by distance from the (closed) brain outline: CSF gap,
-inner table (dark), diploe (fatty marrow, bright on T1), outer table, scalp fat and skin.
+Public 2D brain-tumour sets (figshare T1c sections in all three planes, plus mostly axial
+tumour-free pictures of every contrast) are not skull stripped and vary in plane, size,
+zoom, aspect, rotation, windowing and JPEG quality, so each picture draws all of those;
+tumour pictures cut through the tumour. The head around the brain is Colin27's real head
+(``head2d``). Metastasis cases get no pictures: they are no Kaggle class.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from .head2d import brain_moments, head_section
 from .synthetic import SyntheticCase
+from .synthetic_fields import smooth_noise
 
 logger = logging.getLogger(__name__)
 
@@ -26,24 +30,22 @@ KAGGLE_FOLDERS: dict[str, str] = {
     "no_tumor": "notumor",
 }
 PLANES: tuple[str, ...] = ("axial", "coronal", "sagittal")
-_PLANE_P = (0.7, 0.15, 0.15)
 _AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
-_CONTRAST_P = {"t1c": 0.6, "t2w": 0.2, "t2f": 0.2}
-#: Head layers outside the brain: (name, min mm, max mm), innermost first.
-_LAYERS: tuple[tuple[str, float, float], ...] = (
-    ("csf", 1.5, 4.0),
-    ("cortex", 1.5, 2.5),
-    ("marrow", 2.5, 6.0),
-    ("cortex", 1.5, 2.5),
-    ("fat", 3.0, 7.0),
-    ("skin", 1.5, 3.0),
-)
-#: Layer intensity per contrast, relative to the slice's brain median.
-_LAYER_LEVEL: dict[str, dict[str, float]] = {
-    "t1c": {"csf": 0.3, "cortex": 0.05, "marrow": 1.2, "fat": 1.5, "skin": 0.7},
-    "t2w": {"csf": 2.2, "cortex": 0.05, "marrow": 0.9, "fat": 1.3, "skin": 0.6},
-    "t2f": {"csf": 0.25, "cortex": 0.05, "marrow": 1.1, "fat": 1.3, "skin": 0.7},
+#: (column direction, row direction) in world axes for display: radiological axial/coronal
+#: (patient right on the image left), sagittal with the face to the left; superior/anterior up.
+_DIRECTIONS = {
+    "axial": (np.array([-1.0, 0, 0]), np.array([0, -1.0, 0])),
+    "coronal": (np.array([-1.0, 0, 0]), np.array([0, 0, -1.0])),
+    "sagittal": (np.array([0, 1.0, 0]), np.array([0, 0, -1.0])),
 }
+#: Plane and contrast mixes: tumour pictures like figshare (T1c, all planes), tumour-free
+#: pictures like the public no-tumour sets (mostly axial, every contrast).
+_PLANE_P = {"tumour": (0.36, 0.32, 0.32), "no_tumor": (0.7, 0.15, 0.15)}
+_CONTRAST_P = {
+    "tumour": {"t1c": 0.85, "t2w": 0.08, "t2f": 0.04, "t1n": 0.03},
+    "no_tumor": {"t1n": 0.25, "t1c": 0.25, "t2w": 0.3, "t2f": 0.2},
+}
+_JPEG_P = 0.8
 
 
 def kaggle_folder(tumor_type: str) -> str:
@@ -51,34 +53,27 @@ def kaggle_folder(tumor_type: str) -> str:
     return KAGGLE_FOLDERS[tumor_type]
 
 
+def _mix(case: SyntheticCase) -> str:
+    """Which plane/contrast mix a case's pictures follow."""
+    return "no_tumor" if case.tumor_type == "no_tumor" else "tumour"
+
+
+def draw_view(case: SyntheticCase, rng: np.random.Generator) -> tuple[str, str]:
+    """Plane and contrast of one picture of ``case`` (figshare-like or no-tumour-set-like mix)."""
+    mix = _mix(case)
+    plane = PLANES[int(rng.choice(len(PLANES), p=_PLANE_P[mix]))]
+    contrast = str(rng.choice(list(_CONTRAST_P[mix]), p=list(_CONTRAST_P[mix].values())))
+    return plane, contrast
+
+
 def render_slices(case: SyntheticCase, count: int, rng: np.random.Generator) -> list[np.ndarray]:
     """``count`` uint8 pictures of ``case`` with random plane, contrast, size and rotation."""
     pictures = []
     for _ in range(count):
-        plane = PLANES[int(rng.choice(len(PLANES), p=_PLANE_P))]
-        contrast = str(rng.choice(list(_CONTRAST_P), p=list(_CONTRAST_P.values())))
+        plane, contrast = draw_view(case, rng)
         index = pick_slice(case, plane, rng)
         pictures.append(render_slice(case, plane, contrast, index, rng)[0])
     return pictures
-
-
-def render_slice(
-    case: SyntheticCase, plane: str, contrast: str, index: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """One uint8 picture (with skull) of slice ``index`` in ``plane``, and its brain mask."""
-    image = _oriented(_take(case.sequences[contrast], plane, index))
-    mask = _oriented(_take(case.brain_mask, plane, index))
-    return _picture(image, mask, contrast, case.spacing, rng)
-
-
-def _take(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
-    """One slice of an (x, y, z) volume in ``plane``."""
-    return np.take(volume, index, axis=_AXIS[plane])
-
-
-def _oriented(section: np.ndarray) -> np.ndarray:
-    """Display orientation: superior/anterior up, patient right on the image left."""
-    return np.ascontiguousarray(section.T[::-1, ::-1])
 
 
 def pick_slice(case: SyntheticCase, plane: str, rng: np.random.Generator) -> int:
@@ -94,62 +89,100 @@ def pick_slice(case: SyntheticCase, plane: str, rng: np.random.Generator) -> int
     return int(candidates[rng.integers(len(candidates))])
 
 
-def _picture(
-    image: np.ndarray, mask: np.ndarray, contrast: str, spacing: float, rng: np.random.Generator
+def render_slice(
+    case: SyntheticCase, plane: str, contrast: str, index: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Resample a section onto a square canvas (rotated, padded), add the skull, map to 8 bits."""
-    size = int(rng.integers(224, 513))
-    rows, cols = np.nonzero(mask)
-    centre = np.array([rows.mean(), cols.mean()]) if rows.size else np.array(image.shape) / 2.0
-    extent_mm = (max(np.ptp(rows), np.ptp(cols)) + 1) * spacing + 2 * 20.0 if rows.size else 200.0
-    pixel_mm = extent_mm / (size * rng.uniform(0.8, 0.95))
-    angle = np.deg2rad(rng.uniform(-10.0, 10.0))
-    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) * (pixel_mm / spacing)
-    offset = centre - rot @ np.array([(size - 1) / 2.0, (size - 1) / 2.0])
-    sample = dict(matrix=rot, offset=offset, output_shape=(size, size), order=1, mode="constant", cval=0.0)
-    brain = ndimage.affine_transform(image.astype(np.float32), **sample)
-    inside = ndimage.affine_transform(mask.astype(np.float32), **sample) > 0.5
+    """One uint8 picture (brain in a real head) of slice ``index`` in ``plane``, and its brain mask."""
+    points, pixel_mm = _picture_points(case, plane, index, rng)
+    vox = (points - case.affine[:3, 3][:, None, None]) / case.spacing
+    brain = ndimage.map_coordinates(case.sequences[contrast], vox, order=1, mode="constant", cval=0.0)
+    inside = ndimage.map_coordinates(case.brain_mask.astype(np.float32), vox, order=1, mode="constant") > 0.5
     level = float(np.median(brain[inside])) if inside.any() else 500.0
-    head = _skull(inside, contrast, float(pixel_mm), level, rng)
-    picture = np.where(inside, brain, head)
-    picture = np.hypot(
-        picture + rng.normal(0, 0.015 * level, picture.shape), rng.normal(0, 0.015 * level, picture.shape)
+    centre, std = brain_moments(case.brain_mask, case.affine)
+    head = head_section(points, centre, std, contrast, level, rng)
+    picture = np.where(inside, brain, head).astype(np.float32)
+    picture *= np.exp(
+        np.float32(rng.uniform(0.0, 0.25)) * _smooth_2d(rng, (picture.shape[0], picture.shape[1]), 90.0 / pixel_mm)
     )
-    top = float(np.percentile(picture[inside], 99.7)) if inside.any() else float(picture.max() + 1e-6)
-    return np.clip(picture / (top * rng.uniform(1.0, 1.15)) * 255.0, 0, 255).astype(np.uint8), inside
+    sd = float(rng.uniform(0.005, 0.04)) * level
+    picture = np.hypot(picture + rng.normal(0, sd, picture.shape), rng.normal(0, sd, picture.shape))
+    return _window(picture, inside, rng), inside
 
 
-def _skull(inside: np.ndarray, contrast: str, pixel_mm: float, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Intensity of CSF gap, skull tables, marrow and scalp around the brain outline (0 in the brain)."""
-    head = np.zeros(inside.shape, dtype=np.float32)
-    if not inside.any():
-        return head
-    close_px = 20.0 / pixel_mm
-    grown = ndimage.distance_transform_edt(~inside) <= close_px
-    closed = ndimage.binary_fill_holes(ndimage.distance_transform_edt(grown) > close_px) | inside
-    dist_mm = ndimage.distance_transform_edt(~closed) * pixel_mm
-    levels = _LAYER_LEVEL[contrast]
-    head[closed & ~inside] = levels["csf"] * level
-    grain = ndimage.gaussian_filter(rng.standard_normal(inside.shape).astype(np.float32), 2.0)
-    texture = 1.0 + 0.08 * grain / (grain.std() + 1e-6)
-    outer = 0.0
-    for name, lo, hi in _LAYERS:
-        inner, outer = outer, outer + float(rng.uniform(lo, hi))
-        head[(dist_mm > inner) & (dist_mm <= outer)] = levels[name] * level
-    return head * texture
+def _picture_points(case: SyntheticCase, plane: str, index: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """World mm (3, H, W) of every pixel: random size, aspect, zoom, crop and small rotation."""
+    width = int(rng.integers(200, 631))
+    aspect = 1.0 if rng.random() < 0.6 else float(rng.uniform(0.8, 1.25))
+    height = int(np.clip(round(width * aspect), 200, 630))
+    col_dir, row_dir = _DIRECTIONS[plane]
+    if plane == "sagittal" and rng.random() < 0.3:
+        col_dir = -col_dir  # face to the right
+    centre, std = brain_moments(case.brain_mask, case.affine)
+    fixed = _AXIS[plane]
+    centre = centre.copy()
+    centre[fixed] = case.affine[fixed, 3] + index * case.spacing
+    centre -= row_dir * std[np.argmax(np.abs(row_dir))] * rng.uniform(0.0, 0.35)  # heads reach below the brain
+    head_mm = 4.4 * float(max(std[np.argmax(np.abs(col_dir))], std[np.argmax(np.abs(row_dir))])) + 40.0
+    zoom = float(rng.uniform(0.72, 1.0)) if rng.random() > 0.15 else float(rng.uniform(1.0, 1.25))
+    pixel_mm = head_mm / (max(width, height) * zoom)
+    angle = np.deg2rad(rng.uniform(-10.0, 10.0))
+    u = np.cos(angle) * col_dir + np.sin(angle) * row_dir
+    v = -np.sin(angle) * col_dir + np.cos(angle) * row_dir
+    shift = rng.uniform(-0.06, 0.06, 2) * head_mm
+    rows = (np.arange(height) - (height - 1) / 2.0) * pixel_mm + shift[0]
+    cols = (np.arange(width) - (width - 1) / 2.0) * pixel_mm + shift[1]
+    points = centre[:, None, None] + v[:, None, None] * rows[None, :, None] + u[:, None, None] * cols[None, None, :]
+    return points.astype(np.float32), pixel_mm
+
+
+def _smooth_2d(rng: np.random.Generator, shape: tuple[int, int], step_px: float) -> np.ndarray:
+    """Smooth zero-mean 2D field (a one-slice cut of the 3D B-spline noise)."""
+    axes = (np.arange(shape[0], dtype=np.float32), np.arange(shape[1], dtype=np.float32), np.zeros(1, np.float32))
+    return smooth_noise(rng, axes, max(step_px, 4.0))[:, :, 0]
+
+
+def _window(picture: np.ndarray, inside: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """8-bit windowing as different exporters do it: percentile top, optional floor and gamma, borders."""
+    ref = picture[inside] if inside.any() else picture
+    top = float(np.percentile(ref, rng.uniform(98.5, 99.9))) * float(rng.uniform(0.95, 1.35)) + 1e-6
+    floor = float(np.percentile(picture, 2)) * float(rng.uniform(0.0, 1.0)) if rng.random() < 0.3 else 0.0
+    scaled = np.clip((picture - floor) / (top - floor), 0.0, 1.0) ** float(np.exp(rng.normal(0.0, 0.15)))
+    out = np.rint(scaled * 255.0).astype(np.uint8)
+    if rng.random() < 0.15:  # text-free black border, as in some exported pictures
+        pad = int(rng.integers(4, 30))
+        out[:pad] = 0
+        out[-pad:] = 0
+        out[:, :pad] = 0
+        out[:, -pad:] = 0
+    return out
+
+
+def encode_picture(picture: np.ndarray, rng: np.random.Generator) -> tuple[bytes, str]:
+    """JPEG at a random quality (most pictures) or PNG: (file bytes, extension)."""
+    from PIL import Image
+
+    image = Image.fromarray(picture)
+    buf = io.BytesIO()
+    if rng.random() < _JPEG_P:
+        image.save(buf, format="JPEG", quality=int(rng.integers(55, 96)), subsampling=0)
+        return buf.getvalue(), ".jpg"
+    image.save(buf, format="PNG", optimize=True)
+    return buf.getvalue(), ".png"
 
 
 def write_slices(case: SyntheticCase, kaggle_dir: str | Path, count: int, rng: np.random.Generator) -> list[Path]:
-    """Write ``count`` PNGs of ``case`` to ``<kaggle_dir>/<class>/<id>_<n>.png``."""
-    from PIL import Image
+    """Write ``count`` pictures of ``case`` to ``<kaggle_dir>/<class>/<id>_<n>.jpg`` (or ``.png``).
 
-    if count <= 0:
+    Cases of a type outside the Kaggle classes (metastasis) get none.
+    """
+    if count <= 0 or case.tumor_type not in KAGGLE_FOLDERS:
         return []
     folder = Path(kaggle_dir) / kaggle_folder(case.tumor_type)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for n, picture in enumerate(render_slices(case, count, rng)):
-        path = folder / f"{case.case_id}_{n}.png"
-        Image.fromarray(picture).save(path, optimize=True)
+        data, ext = encode_picture(picture, rng)
+        path = folder / f"{case.case_id}_{n}{ext}"
+        path.write_bytes(data)
         paths.append(path)
     return paths

@@ -34,6 +34,9 @@ TUMOR_TYPES_CSV = "tumor_types.csv"
 SPLIT_FOLDERS = frozenset({"train", "training", "test", "testing", "val", "valid", "validation"})
 MAX_DEPTH = 3
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+#: Tumour types recorded in case metadata although no classifier class covers them (the
+#: synthetic generator's multi-lesion cases); classification training skips them.
+OTHER_TUMOR_TYPES: tuple[str, ...] = ("metastasis",)
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,10 @@ def sanitize_case_id(raw: str) -> str:
 
 
 def normalise_tumor_type(value: str | None, *, source: str = "tumour type") -> str | None:
-    """Map a tumour type (or class-folder alias) to ``TUMOR_CLASSES``; empty/unknown -> None."""
+    """Map a tumour type (or class-folder alias) to ``TUMOR_CLASSES`` or ``OTHER_TUMOR_TYPES``; empty -> None."""
     if value is None or value.strip().lower() in ("", "none", "null", "unknown"):
         return None
-    if value in TUMOR_CLASSES:
+    if value in TUMOR_CLASSES or value in OTHER_TUMOR_TYPES:
         return value
     try:
         return class_from_folder(value)

@@ -1,21 +1,23 @@
-"""Synthetic multi-sequence brain-tumour MRI cases built on the MNI152 template (not patient data).
+"""Synthetic multi-sequence brain-tumour MRI cases built on real anatomies (not patient data).
 
-A case is the real MNI152 brain (nilearn's bundled template) with per-case anatomy
-(smooth random warp, scaling, left-right flip, tumour mass effect), a glioma, meningioma,
-pituitary tumour or none, tissue-based T1n/T1c/T2w/FLAIR intensities and scanner effects
-(blur, bias field, Rician noise, global scaling). Everything is drawn from
-``SeedSequence([seed, index])``, so a case is reproducible on its own, byte for byte.
+A case is one of several real brains (``anatomies``: MNI152, Colin27, the ITK example head)
+with per-case anatomy (smooth random warp, scaling, left-right flip, tumour mass effect),
+a glioma, meningioma, pituitary tumour, several metastases or none, SynthSeg-style
+randomised T1n/T1c/T2w/FLAIR contrasts (``synthetic_contrast``) including the normal
+enhancing structures of contrast T1, and a simulated acquisition from a scanner profile
+(``synthetic_scanner``: thick slices, ghosting/motion, bias, gamma, Rician noise, bit depth).
+
+Everything is drawn from ``SeedSequence([seed, index])`` and the options, so a case is
+reproducible on its own, byte for byte, from (seed, index, options).
 
 Output geometry: the BraTS field of view (240x240x155 mm, RAS, see ``synthetic_fields``)
 at any isotropic spacing, generated directly at that resolution. The brain is skull
-stripped (background exactly 0) as in BraTS; ``slices2d`` adds a skull for 2D pictures.
+stripped (background exactly 0) as in BraTS; ``slices2d`` puts it in a real head for 2D.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,31 +25,52 @@ import numpy as np
 from scipy import ndimage
 
 from ..imageio import save_nifti
-from ..labels import SEG_LABELS, SEQUENCES, TUMOR_CLASSES
-from .synthetic_fields import Grid, Template, load_template, output_grid, smooth_noise
-from .synthetic_tumors import TumourPlan, draw_labels, mass_effect, plan_tumour
+from ..labels import SEQUENCES, TUMOR_CLASSES
+from .anatomies import ANATOMIES, Template, load_anatomy, select_anatomies
+from .synthetic_contrast import check_domain
+from .synthetic_fields import Grid, output_grid, smooth_noise
+from .synthetic_lesions import draw_labels
+from .synthetic_render import render_sequences
+from .synthetic_scanner import check_profile
+from .synthetic_tumors import TumourPlan, core_style, mass_effect, plan_tumours
+from .synthetic_vessels import cortical_veins, keep_outside_structures
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SyntheticCase", "case_id_for", "tumor_type_for", "generate_case", "write_case", "write_dataset"]
+__all__ = [
+    "GeneratorOptions", "SyntheticCase", "case_id_for", "tumor_type_for", "anatomy_for", "profile_for",
+    "generate_case", "write_case",
+]  # fmt: skip
 
-#: Mean intensity of (white matter, grey matter, CSF) per sequence.
-TISSUE_INTENSITY: dict[str, tuple[float, float, float]] = {
-    "t1n": (880.0, 600.0, 180.0),
-    "t1c": (900.0, 620.0, 200.0),
-    "t2w": (420.0, 660.0, 1400.0),
-    "t2f": (560.0, 700.0, 130.0),
-}
-#: Lesion intensity per tumour type, label and sequence (in ``SEQUENCES`` order).
-_NCR, _ED, _ET = SEG_LABELS["necrotic_core"], SEG_LABELS["edema"], SEG_LABELS["enhancing_tumor"]
-_EDEMA = (640.0, 650.0, 1050.0, 1150.0)
-LESION_INTENSITY: dict[str, dict[int, tuple[float, float, float, float]]] = {
-    "glioma": {_NCR: (260.0, 280.0, 1300.0, 650.0), _ED: _EDEMA, _ET: (620.0, 1550.0, 900.0, 950.0)},
-    "meningioma": {_NCR: (350.0, 380.0, 1100.0, 600.0), _ED: _EDEMA, _ET: (590.0, 1500.0, 760.0, 800.0)},
-    "pituitary": {_NCR: (300.0, 320.0, 1350.0, 500.0), _ED: _EDEMA, _ET: (600.0, 1300.0, 720.0, 760.0)},
-}
+#: Default share of multi-lesion metastasis cases (not a classifier class).
+METASTASIS_FRACTION = 0.2
 #: World-mm box that holds the (warped, scaled) brain and any tumour; outside is background.
 _BRAIN_BOX_MM = ((-88.0, 88.0), (-123.0, 89.0), (-80.0, 90.0))
+
+
+@dataclass(frozen=True)
+class GeneratorOptions:
+    """Dataset-level choices; the same options and seed give the same cases.
+
+    ``profiles`` is a weighted mix of scanner profiles (``synthetic_scanner.PROFILES``), e.g.
+    ``(("site_a", 0.8), ("site_b", 0.2))`` for a pool that is mostly one scanner.
+    """
+
+    anatomies: tuple[str, ...] = tuple(ANATOMIES)
+    domain: str = "mixed"
+    profiles: tuple[tuple[str, float], ...] = (("random", 1.0),)
+    metastasis_fraction: float = METASTASIS_FRACTION
+
+    def __post_init__(self) -> None:
+        """Validate every choice up front (a bad name fails before any case is made)."""
+        select_anatomies(self.anatomies)
+        check_domain(self.domain)
+        if not self.profiles or any(w < 0 for _, w in self.profiles) or sum(w for _, w in self.profiles) <= 0:
+            raise ValueError(f"profile weights must be >= 0 and not all 0, got {self.profiles}")
+        for name, _ in self.profiles:
+            check_profile(name)
+        if not 0.0 <= self.metastasis_fraction <= 1.0:
+            raise ValueError(f"metastasis fraction must be within 0..1, got {self.metastasis_fraction}")
 
 
 @dataclass
@@ -62,6 +85,10 @@ class SyntheticCase:
     brain_mask: np.ndarray  # bool (x, y, z): brain plus tumour, i.e. the non-background voxels
     spacing: float
     tissue: dict[str, np.ndarray] = field(default_factory=dict)  # gm/wm/csf probabilities if asked
+    anatomy: str = "mni152"
+    profile: str = "random"
+    domain: str = "mixed"
+    meta: dict = field(default_factory=dict)  # JSON-friendly record of every choice made
 
 
 @dataclass(frozen=True)
@@ -78,30 +105,70 @@ def case_id_for(index: int) -> str:
     return f"BraTS-SYN-{index:05d}-000"
 
 
-def tumor_type_for(index: int, seed: int) -> str:
-    """Tumour type of case ``index``: each block of four cases holds every class once, shuffled by seed."""
+def tumor_type_for(index: int, seed: int, metastasis_fraction: float = METASTASIS_FRACTION) -> str:
+    """Tumour type of case ``index``.
+
+    A case is ``metastasis`` with probability ``metastasis_fraction`` (its own draw); the
+    others follow blocks of four that hold every classifier class once, shuffled by seed.
+    """
+    if metastasis_fraction > 0 and np.random.default_rng([seed, index, 104729]).random() < metastasis_fraction:
+        return "metastasis"
     order = np.random.default_rng([seed, index // len(TUMOR_CLASSES), 7919]).permutation(len(TUMOR_CLASSES))
     return TUMOR_CLASSES[int(order[index % len(TUMOR_CLASSES)])]
 
 
-def generate_case(index: int, seed: int, spacing: float = 1.0, *, keep_tissue: bool = False) -> SyntheticCase:
-    """Generate case ``index`` of the dataset drawn with ``seed`` at ``spacing`` mm, in memory."""
+def anatomy_for(index: int, seed: int, anatomies: tuple[str, ...] = tuple(ANATOMIES)) -> str:
+    """Anatomy of case ``index``: each block of ``len(anatomies)`` cases uses every one once."""
+    n = len(anatomies)
+    order = np.random.default_rng([seed, index // n, 7907]).permutation(n)
+    return anatomies[int(order[index % n])]
+
+
+def profile_for(index: int, seed: int, profiles: tuple[tuple[str, float], ...] = (("random", 1.0),)) -> str:
+    """Scanner profile of case ``index``, drawn from the weighted mix ``profiles``."""
+    names = [n for n, _ in profiles]
+    weights = np.array([w for _, w in profiles], dtype=np.float64)
+    return names[int(np.random.default_rng([seed, index, 31337]).choice(len(names), p=weights / weights.sum()))]
+
+
+def generate_case(
+    index: int,
+    seed: int,
+    spacing: float = 1.0,
+    *,
+    keep_tissue: bool = False,
+    options: GeneratorOptions | None = None,
+    anatomy: str | None = None,
+    profile: str | None = None,
+) -> SyntheticCase:
+    """Generate case ``index`` of the dataset drawn with ``seed`` at ``spacing`` mm, in memory.
+
+    ``anatomy`` and ``profile`` override the per-case choices that ``options`` would make.
+    """
+    opts = options or GeneratorOptions()
     grid = output_grid(spacing)
-    template = load_template(grid.spacing)
-    kind = tumor_type_for(index, seed)
-    rng_anat, rng_plan, rng_label, rng_scan = (
-        np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(4)
+    name = anatomy or anatomy_for(index, seed, opts.anatomies)
+    prof = check_profile(profile or profile_for(index, seed, opts.profiles))
+    template = load_anatomy(select_anatomies([name])[0], grid.spacing)
+    kind = tumor_type_for(index, seed, opts.metastasis_fraction)
+    rng_anat, rng_plan, rng_label, rng_scan, rng_vessel = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([seed, index]).spawn(5)
     )
-    anatomy = _Anatomy(
+    anat = _Anatomy(
         flip=-1.0 if rng_anat.random() < 0.5 else 1.0,
-        scale=rng_anat.uniform(0.94, 1.05, 3),
-        warp_mm=float(rng_anat.uniform(1.5, 3.5)),
+        scale=rng_anat.uniform(0.92, 1.07, 3),
+        warp_mm=float(rng_anat.uniform(1.5, 4.0)),
     )
-    plan = plan_tumour(kind, rng_plan, template, anatomy.flip, anatomy.scale)
+    plans = plan_tumours(kind, rng_plan, template, anat.flip, anat.scale)
     box, axes = _brain_box(grid)
-    tissue = _sample_tissue(template, _sampling_points(rng_anat, axes, anatomy, plan, template))
-    seg_box = draw_labels(plan, rng_label, axes, tissue, grid.spacing)
-    images, fg = _render(rng_scan, tissue, seg_box, kind, axes, grid.spacing)
+    tissue = _sample_tissue(template, _sampling_points(rng_anat, axes, anat, plans, template))
+    seg_box = draw_labels(plans, rng_label, axes, tissue, grid.spacing)
+    kept = keep_outside_structures(rng_vessel, tissue[3:5], tissue[2], kind)
+    np.maximum(tissue[3], cortical_veins(rng_vessel, tissue[2], grid.spacing), out=tissue[3])
+    core = core_style(plans, rng_plan)
+    images, fg, render_meta = render_sequences(
+        rng_scan, tissue, seg_box, kind, core, axes, grid.spacing, opts.domain, prof
+    )
     case = SyntheticCase(
         case_id=case_id_for(index),
         tumor_type=kind,
@@ -110,12 +177,45 @@ def generate_case(index: int, seed: int, spacing: float = 1.0, *, keep_tissue: b
         affine=grid.affine.copy(),
         brain_mask=_embed(grid, box, fg, bool),
         spacing=grid.spacing,
+        anatomy=template.name,
+        profile=prof,
+        domain=opts.domain,
     )
+    case.meta = _metadata(case, plans, core, anat, kept, render_meta, seed, index)
     if keep_tissue:
-        gm, wm, mask = tissue
+        gm, wm, mask = tissue[:3]
         probs = {"gm": gm, "wm": wm, "csf": np.clip(mask - gm - wm, 0.0, 1.0)}
         case.tissue = {k: _embed(grid, box, v, np.float32) for k, v in probs.items()}
+        case.tissue["enhancing_normal"] = _embed(grid, box, np.maximum(tissue[3], tissue[4]), np.float32)
     return case
+
+
+def _metadata(
+    case: SyntheticCase,
+    plans: list[TumourPlan],
+    core: str,
+    anat: _Anatomy,
+    kept: dict[str, bool],
+    render_meta: dict,
+    seed: int,
+    index: int,
+) -> dict:
+    """What the case is made of: anatomy, profile, domain, lesions and acquisition, JSON-friendly."""
+    voxel_ml = case.spacing**3 / 1000.0
+    comps, n_comp = ndimage.label(case.seg > 0)
+    return {
+        "case_id": case.case_id, "seed": seed, "index": index, "tumor_type": case.tumor_type,
+        "anatomy": case.anatomy, "profile": case.profile, "domain": case.domain,
+        "lesions": [
+            {"style": p.style, "centre_mm": [round(float(c), 1) for c in p.centre],
+             "radius_mm": round(float(np.mean(p.radii)), 1), "enhancing": p.enhancing}
+            for p in plans
+        ],
+        "n_lesions": len(plans), "n_components": int(n_comp), "core_style": core if plans else None,
+        "whole_tumor_ml": round(float((case.seg > 0).sum() * voxel_ml), 2),
+        "flip": anat.flip, "scale": [round(float(s), 3) for s in anat.scale],
+        "outside_structures_kept": kept, **render_meta,
+    }  # fmt: skip
 
 
 def _brain_box(grid: Grid) -> tuple[tuple[slice, ...], tuple[np.ndarray, ...]]:
@@ -136,7 +236,7 @@ def _sampling_points(
     rng: np.random.Generator,
     axes: tuple[np.ndarray, ...],
     anatomy: _Anatomy,
-    plan: TumourPlan | None,
+    plans: list[TumourPlan],
     template: Template,
 ) -> np.ndarray:
     """Template voxel coordinates (3, X, Y, Z) that each output voxel takes its tissue from."""
@@ -144,7 +244,7 @@ def _sampling_points(
     pts = np.empty((3,) + shape, dtype=np.float32)
     for a in range(3):
         pts[a] = axes[a].reshape([-1 if k == a else 1 for k in range(3)])
-    if plan is not None:
+    for plan in plans:
         mass_effect(plan, pts, axes)
     for a in range(3):
         pts[a] -= anatomy.warp_mm * smooth_noise(rng, axes, 40.0)
@@ -155,89 +255,19 @@ def _sampling_points(
 
 
 def _sample_tissue(template: Template, points: np.ndarray) -> np.ndarray:
-    """Trilinear GM, WM and mask values of the template at ``points`` -> (3, X, Y, Z).
+    """Trilinear (gm, wm, mask, vessel, plexus, support) of the template at ``points``.
 
-    The mask is sampled everywhere, GM and WM only where the mask is non-zero (about a
+    The support map is sampled everywhere, the others only where it is non-zero (about a
     third of the box), which is most of the cost of a case at 1 mm.
     """
-    gm_map, wm_map, mask_map = template.maps
     opts = dict(order=1, mode="constant", cval=0.0, prefilter=False, output=np.float32)
-    out = np.zeros((3,) + points.shape[1:], dtype=np.float32)
-    out[2] = ndimage.map_coordinates(mask_map, points, **opts)
-    inside = out[2] > 0
+    n = template.maps.shape[0]
+    out = np.zeros((n,) + points.shape[1:], dtype=np.float32)
+    out[n - 1] = ndimage.map_coordinates(template.maps[n - 1], points, **opts)
+    inside = out[n - 1] > 0
     where = points[:, inside]
-    out[0][inside] = ndimage.map_coordinates(gm_map, where, **opts)
-    out[1][inside] = ndimage.map_coordinates(wm_map, where, **opts)
-    return out
-
-
-def _render(
-    rng: np.random.Generator,
-    tissue: np.ndarray,
-    seg: np.ndarray,
-    kind: str,
-    axes: tuple[np.ndarray, ...],
-    spacing: float,
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Tissue + lesion intensities with scanner effects for every sequence; also the foreground."""
-    gm, wm, mask = tissue
-    csf = np.clip(mask - gm - wm, 0.0, 1.0)
-    fg = (mask > 0.5) | (seg > 0)
-    lesion = _lesion_box(seg)
-    texture = None
-    if lesion is not None:
-        texture = 1.0 + 0.07 * smooth_noise(rng, tuple(a[s] for a, s in zip(axes, lesion)), 4.0)
-    images = {}
-    for s_idx, key in enumerate(SEQUENCES):
-        jitter = rng.uniform(0.94, 1.06, 3).astype(np.float32)
-        wm_i, gm_i, csf_i = np.asarray(TISSUE_INTENSITY[key], dtype=np.float32) * jitter
-        img = wm * wm_i + gm * gm_i + csf * csf_i
-        if lesion is not None and texture is not None:
-            _paint_lesion(img[lesion], seg[lesion], texture, LESION_INTENSITY[kind], s_idx, rng)
-        images[key] = _scanner(rng, img, fg, axes, spacing, float(wm_i))
-    return images, fg
-
-
-def _lesion_box(seg: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box of all labels, or None for a tumour-free case."""
-    found = ndimage.find_objects((seg > 0).astype(np.uint8))
-    return found[0] if found else None
-
-
-def _paint_lesion(
-    img: np.ndarray,
-    seg: np.ndarray,
-    texture: np.ndarray,
-    table: Mapping[int, tuple[float, ...]],
-    s_idx: int,
-    rng: np.random.Generator,
-) -> None:
-    """Replace tissue intensity by textured lesion intensity per label, in place (a view)."""
-    for label, values in table.items():
-        where = seg == label
-        if where.any():
-            img[where] = values[s_idx] * float(rng.uniform(0.93, 1.07)) * texture[where]
-
-
-def _scanner(
-    rng: np.random.Generator,
-    img: np.ndarray,
-    fg: np.ndarray,
-    axes: tuple[np.ndarray, ...],
-    spacing: float,
-    ref: float,
-) -> np.ndarray:
-    """Blur, multiplicative bias, global scale and Rician noise; background set to exactly 0."""
-    sigma = float(rng.uniform(0.4, 0.9)) / spacing
-    if sigma >= 0.25:
-        img = ndimage.gaussian_filter(img, sigma, truncate=3.0)
-    bias = np.exp(np.float32(rng.uniform(0.03, 0.1)) * smooth_noise(rng, axes, 70.0))
-    img = img * bias * np.float32(rng.uniform(0.85, 1.2))
-    noise_sd = np.float32(rng.uniform(0.01, 0.035) * ref)
-    values = img[fg]
-    n1, n2 = rng.standard_normal((2, values.size), dtype=np.float32) * noise_sd
-    out = np.zeros(img.shape, dtype=np.float32)
-    out[fg] = np.rint(np.clip(np.sqrt((values + n1) ** 2 + n2**2), 0, 32000))
+    for c in range(n - 1):
+        out[c][inside] = ndimage.map_coordinates(template.maps[c], where, **opts)
     return out
 
 
@@ -249,76 +279,3 @@ def write_case(case: SyntheticCase, brats_dir: str | Path) -> Path:
         save_nifti(folder / f"{case.case_id}-{key}.nii.gz", case.sequences[key], case.affine, np.int16)
     save_nifti(folder / f"{case.case_id}-seg.nii.gz", case.seg, case.affine, np.uint8)
     return folder
-
-
-def write_dataset(
-    out_dir: str | Path,
-    n_cases: int,
-    seed: int = 0,
-    spacing: float = 1.0,
-    slices_per_case: int = 4,
-    *,
-    command: str | None = None,
-    progress: bool = True,
-) -> list[SyntheticCase]:
-    """Generate and write ``n_cases`` cases (BraTS layout, Kaggle-style PNGs, README); return them.
-
-    The returned cases are the written ones; callers that only need files can ignore them.
-    """
-    from tqdm import tqdm
-
-    from .slices2d import write_slices
-
-    if n_cases < 1:
-        raise ValueError(f"--cases must be at least 1, got {n_cases}")
-    if slices_per_case < 0:
-        raise ValueError(f"--slices-per-case must be >= 0, got {slices_per_case}")
-    out = Path(out_dir)
-    brats = out / "brats"
-    brats.mkdir(parents=True, exist_ok=True)
-    cases, rows = [], []
-    for index in tqdm(range(n_cases), desc="synthetic cases", unit="case", disable=None if progress else True):
-        case = generate_case(index, seed, spacing)
-        write_case(case, brats)
-        write_slices(case, out / "kaggle", slices_per_case, np.random.default_rng([seed, index, 2]))
-        rows.append((case.case_id, case.tumor_type))
-        cases.append(case)
-        logger.debug("wrote %s (%s)", case.case_id, case.tumor_type)
-    with open(brats / "tumor_types.csv", "w", newline="", encoding="utf-8") as fp:
-        writer = csv.writer(fp)
-        writer.writerow(["case_id", "tumor_type"])
-        writer.writerows(rows)
-    cmd = command or (
-        f"brain-tumor sample-data {out_dir} --cases {n_cases} --seed {seed} --spacing {spacing:g} "
-        f"--slices-per-case {slices_per_case}"
-    )
-    (out / "README.md").write_text(_readme(cmd, n_cases, seed, spacing, slices_per_case), encoding="utf-8")
-    logger.info("wrote %d synthetic cases to %s", n_cases, out)
-    return cases
-
-
-def _readme(command: str, n_cases: int, seed: int, spacing: float, slices_per_case: int) -> str:
-    """The README that says what the generated folder is (synthetic, reproducible) and its layout."""
-    shape = output_grid(spacing).shape
-    return f"""# Synthetic brain-tumour MRI sample data
-
-**SYNTHETIC DATA - NOT PATIENT DATA.** Every image here was generated by this project from
-the MNI152 2009 template brain that ships with nilearn (tissue maps + random warp, tumour,
-tissue-based MRI contrasts, bias field and noise). No scan of any person was used.
-
-Generated with seed {seed}:
-
-    {command}
-
-The same command (same seed, same spacing) regenerates byte-identical volumes.
-
-## Layout
-
-- `brats/<id>/<id>-t1n.nii.gz`, `-t1c`, `-t2w`, `-t2f`: T1, T1 contrast-enhanced, T2, FLAIR
-  ({n_cases} cases, BraTS 2023 naming, {shape[0]}x{shape[1]}x{shape[2]} voxels at {spacing:g} mm,
-  RAS affine, skull-stripped: background is 0).
-- `brats/<id>/<id>-seg.nii.gz`: uint8 labels, 1 necrotic core, 2 edema, 3 enhancing tumour.
-- `brats/tumor_types.csv`: `case_id,tumor_type` (glioma, meningioma, pituitary, no_tumor).
-- `kaggle/<class>/<id>_<n>.png`: {slices_per_case} 8-bit 2D slice(s) per case with a synthetic
-  skull, in the public Kaggle class folders `glioma`, `meningioma`, `pituitary`, `notumor`.
-"""

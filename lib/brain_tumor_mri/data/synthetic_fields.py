@@ -1,20 +1,17 @@
-"""Grids, smooth random fields and the cached MNI152 template used by the synthetic generator.
+"""Grids and smooth random fields used by the synthetic generator.
 
-The template (nilearn's bundled MNI152 2009 brain, GM/WM probability maps and brain mask,
-197x233x189 at 1 mm) is loaded once per process. Output volumes live on the BraTS field of
-view (240x240x155 mm, RAS, axis-aligned): the MNI brain mask spans exactly 155 mm in z
-(-72..82 mm, the template already cuts the lowest cerebellum), so the brain fits the 155
-BraTS slices without rescaling; x and y are centred on the brain.
+Output volumes live on the BraTS field of view (240x240x155 mm, RAS, axis-aligned) in MNI
+space, where every anatomy (``anatomies``) is aligned: the MNI brain mask spans exactly
+155 mm in z (-72..82 mm), so a brain fits the 155 BraTS slices without rescaling; x and y
+are centred on the brain.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
@@ -55,69 +52,6 @@ def output_grid(spacing: float = 1.0) -> Grid:
     affine = np.diag([spacing, spacing, spacing, 1.0])
     affine[:3, 3] = origin
     return Grid(shape=shape, spacing=float(spacing), affine=affine)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True)
-class Template:
-    """Tissue maps (GM, WM, brain mask) of the MNI152 brain plus candidate tumour sites."""
-
-    maps: np.ndarray  # (3, X, Y, Z) float32: gm, wm, mask; smoothed for the output spacing
-    origin: np.ndarray  # world mm of voxel (0, 0, 0); the template has 1 mm axis-aligned voxels
-    wm_sites: np.ndarray  # (N, 3) mm, deep hemispheric white matter (glioma centres)
-    surface_sites: np.ndarray  # (M, 3) mm, cerebral convexity points (meningioma bases)
-    surface_normals: np.ndarray  # (M, 3) outward unit normals at those points
-
-
-@functools.lru_cache(maxsize=1)
-def _raw_template() -> tuple[np.ndarray, np.ndarray]:
-    """Load nilearn's bundled MNI152 GM/WM/mask once (offline) as a (3, X, Y, Z) stack."""
-    from nilearn import datasets
-
-    mask_img = datasets.load_mni152_brain_mask(resolution=1)
-    mask = (np.asarray(mask_img.dataobj) > 0).astype(np.float32)
-    gm = np.asarray(datasets.load_mni152_gm_template(resolution=1).dataobj, dtype=np.float32) * mask
-    wm = np.asarray(datasets.load_mni152_wm_template(resolution=1).dataobj, dtype=np.float32) * mask
-    affine = np.asarray(mask_img.affine)
-    if not np.allclose(affine[:3, :3], np.eye(3)):
-        raise RuntimeError("unexpected MNI152 template orientation; expected 1 mm RAS voxels")
-    logger.debug("loaded MNI152 template %s", mask.shape)
-    return np.stack([gm, wm, mask]), affine[:3, 3].astype(np.float32)
-
-
-@functools.lru_cache(maxsize=4)
-def load_template(spacing: float = 1.0) -> Template:
-    """The template prefiltered for sampling at ``spacing`` mm, with its tumour sites."""
-    maps, origin = _raw_template()
-    if spacing > 1.2:
-        sigma = 0.42 * float(np.sqrt(spacing**2 - 1.0))
-        maps = np.stack([ndimage.gaussian_filter(m, sigma, truncate=3.0) for m in maps])
-    wm_sites, surf, normals = _cached_sites()
-    return Template(maps=maps, origin=origin, wm_sites=wm_sites, surface_sites=surf, surface_normals=normals)
-
-
-@functools.lru_cache(maxsize=1)
-def _cached_sites() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tumour sites from the 1 mm template (independent of spacing)."""
-    return _tumour_sites(*_raw_template())
-
-
-def _tumour_sites(maps: np.ndarray, origin: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate glioma centres (deep WM) and meningioma bases (convexity) on a 3 mm lattice."""
-    step = 3
-    gm, wm, mask = (m[::step, ::step, ::step] for m in maps)
-    world = [origin[a] + step * np.arange(gm.shape[a]) for a in range(3)]
-    xx, yy, zz = np.meshgrid(*world, indexing="ij")
-    depth = ndimage.distance_transform_edt(mask > 0.5) * step
-    csf = mask - gm - wm
-    deep = (wm > 0.75) & (csf < 0.2) & (np.abs(xx) >= 14) & (zz >= -8) & (depth >= 16)
-    wm_sites = np.stack([xx[deep], yy[deep], zz[deep]], axis=1)
-    inside = mask > 0.5
-    boundary = inside & ~ndimage.binary_erosion(inside) & (zz >= 5) & (yy >= -90)
-    grad = np.stack(np.gradient(ndimage.gaussian_filter(mask, 1.5)))
-    normals = -grad[:, boundary].T
-    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-6
-    surf = np.stack([xx[boundary], yy[boundary], zz[boundary]], axis=1)
-    return wm_sites.astype(np.float32), surf.astype(np.float32), normals.astype(np.float32)
 
 
 def _cubic_bspline(t: np.ndarray) -> np.ndarray:
