@@ -7,7 +7,12 @@ SynthSeg) each case draws its intensities from wide ranges instead of fixed valu
   range that keeps each sequence's usual ordering (T1: WM > GM > CSF; T2: CSF bright;
   FLAIR: CSF dark, edema bright; T1c = T1 plus enhancement of tumour, vessels, choroid
   plexus and pituitary).
-- ``wild`` domain: every class mean is independent and uniform (any ordering), as in SynthSeg.
+- ``wild`` domain: every class mean is independent and uniform (any ordering), as in SynthSeg,
+  except the relations that *define* the tumour labels: on T1c the enhancing tumour is
+  brighter than every non-enhancing tissue and the core, and on T2 / FLAIR the edema is
+  brighter than normal white and grey matter. SynthSeg can randomise everything because its
+  labels are anatomical; tumour sub-regions are defined by these contrasts, and a case that
+  breaks them would teach the network that its own labels have no image evidence.
 - ``mixed`` (the default): standard, with each sequence wild with probability 0.12.
 
 A scanner ``profile`` makes a pool "mostly one site": named sites draw their contrast once
@@ -98,9 +103,16 @@ def _standard(
     return rel
 
 
-def _wild(rng: np.random.Generator) -> dict[str, float]:
-    """Every class mean independent and uniform relative to WM: any ordering (SynthSeg)."""
-    return {name: (1.0 if name == "wm" else float(rng.uniform(0.05, 2.6))) for name in CLASSES}
+def _wild(rng: np.random.Generator, seq: str) -> dict[str, float]:
+    """Class means independent and uniform relative to WM (SynthSeg), label-defining relations kept."""
+    rel = {name: (1.0 if name == "wm" else float(rng.uniform(0.05, 2.6))) for name in CLASSES}
+    if seq == "t1c":  # enhancement defines label 3: brighter than all non-enhancing tissue
+        plain = max(v for k, v in rel.items() if k not in ("vessel", "plexus", "enhancing"))
+        rel["enhancing"] = plain * float(rng.uniform(1.2, 1.8))
+        rel["core"] = min(rel["core"], rel["enhancing"] * float(rng.uniform(0.3, 0.8)))
+    elif seq in ("t2w", "t2f"):  # T2/FLAIR hyperintensity defines edema (label 2)
+        rel["edema"] = max(rel["edema"], max(rel["wm"], rel["gm"]) * float(rng.uniform(1.2, 1.7)))
+    return rel
 
 
 def draw_contrast(
@@ -118,7 +130,7 @@ def draw_contrast(
     t1_rel: dict[str, float] | None = None
     for seq in SEQUENCES:
         is_wild = domain == "wild" or (domain == "mixed" and rng.random() < _WILD_SEQUENCE_P)
-        rel = _wild(rng) if is_wild else _standard(rng, seq, kind, core, None if site is None else site[seq])
+        rel = _wild(rng, seq) if is_wild else _standard(rng, seq, kind, core, None if site is None else site[seq])
         if seq == "t1c" and not is_wild and t1_rel is not None:
             for name in ("gm", "csf", "edema", "core"):
                 rel[name] = t1_rel[name] * float(rng.uniform(0.97, 1.08))
