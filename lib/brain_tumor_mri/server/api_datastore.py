@@ -25,7 +25,7 @@ from ..layout import IMAGE_EXTS_2D, IMAGE_EXTS_3D, case_dir, split_image_name
 from . import validation as v
 from .compat import has_params, requires
 from .handlers import monailabel_errors
-from .routes import Route, register_routes
+from .route_table import Route, register_routes
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from ..imageio import InputError
 from ..networks.store import ModelStore
 from . import model_files
 from . import validation as v
-from .routes import Route, register_routes
+from .route_table import Route, register_routes
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from . import validation as v
 from .api_datastore import known_image
 from .compat import has_params, requires
 from .handlers import monailabel_errors
-from .routes import Route, Unsupported, register_routes
+from .route_table import Route, Unsupported, register_routes
 
 logger = logging.getLogger(__name__)
 
