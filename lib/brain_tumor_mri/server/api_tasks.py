@@ -30,7 +30,7 @@ from monailabel.endpoints.user.auth import RBAC, User
 from monailabel.interfaces.utils.app import app_instance
 
 from ..imageio import InputError
-from ..training.request import parse_train_request
+from ..training.request import MONAILABEL_REQUEST_KEYS, parse_train_request
 from . import validation as v
 from .api_datastore import known_image
 from .compat import has_params, requires
@@ -168,6 +168,29 @@ def _train_options(model: str, params: Any) -> None:
         raise v.unprocessable(str(exc)) from None
 
 
+def _per_model_options(params: dict | None, kind: str, names: tuple[str, ...], what: str) -> dict[str, dict[str, Any]]:
+    """``{name: options}`` for every served name from a run-all body; a body is required.
+
+    A body-less POST to a run-all route would start every model's job; Slicer always sends
+    a JSON object (at least its ``client_id``), so only scripts and probes send none.
+    """
+    if params is None:
+        raise v.unprocessable(f"params: {what} needs a JSON body: {{model: {{option: value}}}} ({{}} for defaults)")
+    bookkeeping = {k: val for k, val in params.items() if k in MONAILABEL_REQUEST_KEYS}
+    for key in params:
+        if key not in bookkeeping:
+            v.known_name(kind, key, names)
+    return {n: {**bookkeeping, **_as_options(n, params.get(n))} for n in names}
+
+
+def _as_options(name: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise v.unprocessable(f"params: options for {name!r} must be a JSON object")
+    return value
+
+
 def train_routes(ctx: Any) -> tuple[Any, Any]:
     def train_model(
         model: str,
@@ -184,13 +207,16 @@ def train_routes(ctx: Any) -> tuple[Any, Any]:
             return ml_train.run_model(model, params, False, enqueue)
 
     def train_all(params: dict | None = None, run_sync: bool | None = False, user: User = Depends(RBAC(ADMIN))) -> Any:
-        """Start training every model; ``params`` is ``{model: {option: value}}``."""
+        """Queue training of every model; ``params`` is ``{model: {option: value}}`` (Slicer's "ALL")."""
         v.no_run_sync(run_sync, "training", "/train/")
-        for model, options in (params or {}).items():
-            v.known_name("trainer", model, _served(ctx, "trainer"))
-            _train_options(model, options)
-        with monailabel_errors():
-            return ml_train.run(params, False)
+        options = _per_model_options(params, "trainer", _served(ctx, "trainer"), "training every model")
+        for model, opts in options.items():
+            _train_options(model, opts)
+        started = {}
+        with monailabel_errors():  # one queued run per model with only its own options (MONAI Label mixes all in)
+            for model, opts in options.items():
+                started[model] = {"result": ml_train.run_model(model, opts, False, True), "detail": None}
+        return started
 
     return train_model, train_all
 
@@ -208,8 +234,9 @@ def scoring_routes(ctx: Any) -> tuple[Any, Any]:
     def score_all(
         params: dict | None = None, run_sync: bool | None = False, user: User = Depends(RBAC(ANNOTATOR))
     ) -> Any:
-        """Start every scoring method, in the background."""
+        """Start every scoring method in the background; ``params`` is ``{method: {option: value}}``."""
         v.no_run_sync(run_sync, "scoring", "/scoring/")
+        _per_model_options(params, "scoring method", _served(ctx, "scoring"), "scoring with every method")
         with monailabel_errors():
             return ml_scoring.run(params, False)
 
