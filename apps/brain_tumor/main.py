@@ -14,7 +14,7 @@ from monailabel.interfaces.app import MONAILabelApp
 from brain_tumor_mri import __version__
 from brain_tumor_mri.config import AppConfig
 from brain_tumor_mri.server.compat import check_monailabel
-from brain_tumor_mri.server.routes import run_inference_in_threads
+from brain_tumor_mri.server.routes import install_api
 from brain_tumor_mri.server.wiring import (
     ServerContext,
     build_datastore,
@@ -47,9 +47,8 @@ class BrainTumorApp(MONAILabelApp):
 
     def server_mode(self, mode: bool) -> None:
         super().server_mode(mode)
-        if mode:
-            check_monailabel(include_routes=True)
-            run_inference_in_threads()
+        if mode:  # validating routes, 4xx mapping, unsupported routes hidden (checks compat first)
+            install_api(self.ctx)
 
     def init_datastore(self):
         return build_datastore(self.cfg)

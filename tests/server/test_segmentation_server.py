@@ -72,8 +72,8 @@ def test_segmentation_matches_ground_truth(server, imported_studies):
     "image, status, message",
     [
         ("no-such-case", 404, "not found"),
-        ("../etc", 404, "not found"),
-        ("/etc/passwd", 422, "outside the datastore"),
+        ("../etc", 422, "invalid case id"),  # path parts are refused at the API edge
+        ("/etc/passwd", 422, "invalid case id"),
     ],
 )
 def test_bad_image_ids(server, image, status, message):

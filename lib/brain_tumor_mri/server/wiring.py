@@ -35,6 +35,8 @@ class ServerContext:
     cfg: AppConfig
     models: ServedModels
     reservations: Reservations = field(default_factory=Reservations)
+    #: names of what the app serves, by kind ("model", "trainer", "strategy", "scoring"), for the API's checks
+    served: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _admission: dict[str, Admission] = field(default_factory=dict)
 
     @classmethod
@@ -90,6 +92,7 @@ def build_infers(ctx: ServerContext, datastore_getter: Callable[[], Any]) -> dic
         infers["classification"] = BrainTumorClassInfer(
             cfg, models.classifier(), datastore_getter, ctx.admission("classification")
         )
+    ctx.served["model"] = tuple(infers)
     return infers
 
 
@@ -97,7 +100,9 @@ def build_trainers(ctx: ServerContext) -> dict[str, Any]:
     """Train tasks for the enabled models."""
     from .train_task import ModelTrainTask
 
-    return {m: ModelTrainTask(ctx.cfg, m, TRAIN_DESCRIPTIONS[m]) for m in ctx.cfg.models if m in TRAINABLE}
+    trainers = {m: ModelTrainTask(ctx.cfg, m, TRAIN_DESCRIPTIONS[m]) for m in ctx.cfg.models if m in TRAINABLE}
+    ctx.served["trainer"] = tuple(trainers)
+    return trainers
 
 
 def build_strategies(ctx: ServerContext) -> dict[str, Any]:
@@ -114,14 +119,18 @@ def build_strategies(ctx: ServerContext) -> dict[str, Any]:
             strategies[method] = UncertaintyStrategy(
                 cfg.studies, book, method, lambda: served_version(ctx.models.seg_store())
             )
+    ctx.served["strategy"] = tuple(strategies)
     return strategies
 
 
 def build_scoring(ctx: ServerContext) -> dict[str, Any]:
     """Scoring methods that store per-case uncertainty in the datastore (lazy: no model load)."""
+    ctx.served["scoring"] = ()
     if "segmentation" not in ctx.cfg.models:
         return {}
     from .scoring import EpistemicScoring, TTAScoring
 
     segmenter = ctx.models.segmenter
-    return {"epistemic": EpistemicScoring(ctx.cfg, segmenter), "tta": TTAScoring(ctx.cfg, segmenter)}
+    methods = {"epistemic": EpistemicScoring(ctx.cfg, segmenter), "tta": TTAScoring(ctx.cfg, segmenter)}
+    ctx.served["scoring"] = tuple(methods)
+    return methods
