@@ -14,7 +14,9 @@ from monailabel.interfaces.app import MONAILabelApp
 from brain_tumor_mri import __version__
 from brain_tumor_mri.config import AppConfig
 from brain_tumor_mri.server.compat import check_monailabel
+from brain_tumor_mri.server.provenance import note_prediction
 from brain_tumor_mri.server.routes import run_inference_in_threads
+from brain_tumor_mri.server.security import install_security
 from brain_tumor_mri.server.wiring import (
     ServerContext,
     build_datastore,
@@ -50,6 +52,12 @@ class BrainTumorApp(MONAILabelApp):
         if mode:
             check_monailabel(include_routes=True)
             run_inference_in_threads()
+            install_security(self.cfg)
+
+    def infer(self, request, datastore=None):
+        result = super().infer(request, datastore)
+        note_prediction(self, request, result)  # label provenance: which model version a correction corrects
+        return result
 
     def init_datastore(self):
         return build_datastore(self.cfg)
