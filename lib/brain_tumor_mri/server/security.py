@@ -24,6 +24,7 @@ from .auth import auth_enabled, check_realm_at_start, install_token_verification
 from .compat import has_attrs, requires
 from .gate import AccessGate
 from .history_routes import add_history_routes
+from .login_route import replace_login_route
 from .uploads import UploadGuard, install_request_temp_dirs, request_temp_dirs_work, system_temp_dir
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def install_security(cfg: AppConfig, app: Any | None = None) -> bool:
     if getattr(app, _MARK, False):
         return False
     install_token_verification()
+    replace_login_route(app)
     add_history_routes(app)
     temp_root = install_request_temp_dirs()
     stack = app.middleware_stack if app.middleware_stack is not None else app.build_middleware_stack()
