@@ -9,6 +9,7 @@ from brain_tumor_mri.cli import main as run_cli
 COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("brain_tumor_dev.benchmark", "measure inference speed and memory against a baseline"),
     "simulate-active-learning": ("brain_tumor_dev.simulate_al", "simulated annotation loop per strategy"),
+    "soak": ("brain_tumor_dev.soak", "mixed load on a real server: resources flat, no label lost"),
 }
 
 
