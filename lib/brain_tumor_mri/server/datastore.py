@@ -60,8 +60,9 @@ class BrainTumorDatastore(LocalDatastore):
     #: largest accepted upload (voxels); set from ``AppConfig.max_voxels`` by the app
     max_voxels: int | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, datastore_path: str, *args: Any, **kwargs: Any) -> None:
+        self.studies_path = Path(datastore_path)
+        super().__init__(datastore_path, *args, **kwargs)
         handler = getattr(self, "_handler", None)
         if handler is not None:  # atomic writes arrive as renames: reload on those too
             handler.on_moved = self._on_config_moved
@@ -126,7 +127,7 @@ class BrainTumorDatastore(LocalDatastore):
                         old.unlink()
                 obj = self._datastore.objects[image_id]
                 version, source = corrected_prediction(obj.image.info, who, params)
-                record = LabelHistory(Path(self._datastore_path), tag, image_id).add(Path(tmp), who, version, source)
+                record = LabelHistory(self.studies_path, tag, image_id).add(Path(tmp), who, version, source)
                 os.replace(tmp, label_dir / name)
                 info = {k: v for k, v in params.items() if k not in ("label_info", "provenance")}
                 info.update({"ts": int(time.time()), "name": name, "label_info": params.get("label_info")})
@@ -151,7 +152,7 @@ class BrainTumorDatastore(LocalDatastore):
         """The saved versions of ``image_id``'s label under ``tag`` (ids checked)."""
         validate_case_id(image_id)
         validate_case_id(tag)
-        return LabelHistory(Path(self._datastore_path), tag, image_id)
+        return LabelHistory(self.studies_path, tag, image_id)
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         try:
