@@ -159,6 +159,9 @@ class AccessGate:
                 status[0] = int(message["status"])
             elif next_sample and status[0] == 200 and len(body) < 65536:
                 body.extend(message.get("body", b""))
+                if not message.get("more_body") and token is not None:
+                    # before the answer goes out, so the client's download right after it finds the grant
+                    self._grant_next_sample(bytes(body), principal, token)
             await send(message)
 
         reset = set_principal(principal)
@@ -167,8 +170,6 @@ class AccessGate:
         finally:
             reset_principal(reset)
             self._audit(scope, principal, path, status[0])
-        if next_sample and status[0] == 200 and token is not None:
-            self._grant_next_sample(bytes(body), principal, token)
 
     def _grant_next_sample(self, body: bytes, principal: Principal, token: str) -> None:
         try:

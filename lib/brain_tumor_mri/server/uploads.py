@@ -216,7 +216,7 @@ class UploadGuard:
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, request_dir: RequestDir) -> None:
         names, received, over = UploadNames(), [0], [False]
-        started, held = [False], _HeldError(self, request_dir, names, send)
+        started, held = [False], _ErrorScrubber(self, request_dir, names, send)
 
         async def counted_receive() -> Message:
             message = await receive()
@@ -246,7 +246,7 @@ class UploadGuard:
                 await send_json(send, 413, self._too_large(None))
 
 
-class _HeldError:
+class _ErrorScrubber:
     """Passes success answers through; holds an error answer until complete and scrubs it."""
 
     def __init__(self, guard: UploadGuard, request_dir: RequestDir, names: UploadNames, send: Send) -> None:
