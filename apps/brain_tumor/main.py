@@ -14,7 +14,9 @@ from monailabel.interfaces.app import MONAILabelApp
 from brain_tumor_mri import __version__
 from brain_tumor_mri.config import AppConfig
 from brain_tumor_mri.server.compat import check_monailabel
+from brain_tumor_mri.server.provenance import note_prediction
 from brain_tumor_mri.server.routes import install_api
+from brain_tumor_mri.server.security import install_security
 from brain_tumor_mri.server.wiring import (
     ServerContext,
     build_datastore,
@@ -47,8 +49,14 @@ class BrainTumorApp(MONAILabelApp):
 
     def server_mode(self, mode: bool) -> None:
         super().server_mode(mode)
-        if mode:  # validating routes, 4xx mapping, unsupported routes hidden (checks compat first)
-            install_api(self.ctx)
+        if mode:
+            install_api(self.ctx)  # validating routes, 4xx mapping, unsupported routes hidden (checks compat first)
+            install_security(self.cfg)  # auth gate and roles, request-scoped temp folders, upload limits
+
+    def infer(self, request, datastore=None):
+        result = super().infer(request, datastore)
+        note_prediction(self, request, result)  # label provenance: which model version a correction corrects
+        return result
 
     def init_datastore(self):
         return build_datastore(self.cfg)

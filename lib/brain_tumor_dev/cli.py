@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("brain_tumor_dev.benchmark", "measure inference speed and memory against a baseline"),
     "simulate-active-learning": ("brain_tumor_dev.simulate_al", "simulated annotation loop per strategy"),
     "fuzz": ("brain_tumor_dev.fuzz", "schema-driven fuzzing of a live server (schemathesis): no 5xx, datastore intact"),
+    "soak": ("brain_tumor_dev.soak", "mixed load on a real server: resources flat, no label lost"),
 }
 
 

@@ -83,6 +83,8 @@ class AppConfig:
     mc_samples: int = 3  # MC-dropout passes: 3 keeps scoring within 5x a plain inference (measured 4.3x)
     tta_samples: int = 4  # flips for test-time-augmentation scoring
     seed: int = 0
+    max_upload_mb: int = 512  # largest request body (a 4-sequence BraTS case is ~40 MB gzipped)
+    auth_download_grant_s: float = 60.0  # with auth on: Slicer's header-less Next Sample download window
     passthrough: dict[str, str] = field(default_factory=dict)
 
     # key -> (field name, parser, help)
@@ -118,6 +120,17 @@ class AppConfig:
             "mc_samples": ("mc_samples", _number(int, 2, 32), "Monte-Carlo dropout passes for epistemic scoring"),
             "tta_samples": ("tta_samples", _number(int, 2, 8), "augmented passes for TTA scoring"),
             "seed": ("seed", _number(int, 0, 2**31 - 1), "random seed for training and the random strategy"),
+            "max_upload_mb": (
+                "max_upload_mb",
+                _number(int, 1, 65_536),
+                "largest request body in MB; larger uploads get 413 before they are stored",
+            ),
+            "auth_download_grant_s": (
+                "auth_download_grant_s",
+                _number(float, 0.0, 3600.0),
+                "with auth on: seconds in which the client that got a Next Sample may download that one image "
+                "without a token header (Slicer does so); 0 turns it off",
+            ),
         }
 
     @classmethod

@@ -46,3 +46,41 @@ def wait_training(srv: Server, timeout: float = 420) -> dict:
             return task
         time.sleep(2)
     raise TimeoutError(f"training did not finish in {timeout}s:\n{srv.log_tail()}")
+
+
+#: Accounts of the local identity provider: name -> realm roles (password "pw-<name>").
+AUTH_ACCOUNTS = {
+    "alice": ["annotator"],
+    "bob": ["annotator"],
+    "rita": ["reviewer"],
+    "adam": ["admin"],
+    "uma": ["user"],
+    "nora": [],
+}
+
+
+@pytest.fixture(scope="session")
+def auth_realm():
+    """A local OpenID Connect issuer (Keycloak-style realm) with the accounts above."""
+    from brain_tumor_dev.oidc_issuer import ROLES, Account, LocalIssuer
+
+    accounts = {name: Account(f"pw-{name}", [ROLES[r] for r in roles]) for name, roles in AUTH_ACCOUNTS.items()}
+    with LocalIssuer(accounts=accounts) as issuer:
+        yield issuer
+
+
+@pytest.fixture(scope="session")
+def auth_server(imported_studies, tmp_path_factory, auth_realm):
+    """A server with authentication on, verifying tokens against ``auth_realm``."""
+    studies = copy_studies(imported_studies, tmp_path_factory.mktemp("auth") / "studies")
+    env = {**auth_realm.env(), "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+    srv = Server(studies, {"models": "segmentation"}, env=env)
+    try:
+        # the runner's own client reads as a plain user for the whole session
+        srv.client.update_auth(
+            {"token_type": "Bearer", "access_token": auth_realm.token("probe", ["monailabel-user"], 3600)}
+        )
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()

@@ -1,9 +1,11 @@
-"""The app's datastore: MONAI Label's local datastore with checked, crash-safe writes.
+"""The app's datastore: MONAI Label's local datastore with checked, crash-safe, traceable writes.
 
 Labels arriving from Slicer are validated (id, readability, geometry against the case's
 image, values and segment names) and converted to the internal convention before they
 are stored; files and the datastore's JSON are written via temp file + rename, so a
-server killed mid-save never leaves a truncated label registered as final.
+server killed mid-save never leaves a truncated label registered as final. Every saved
+version is kept with who saved it, when and from which model (``provenance``); the label
+info's ``provenance`` names the final one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from monailabel.datastore.local import DataModel, LocalDatastore
 from ..imageio import InputError, check_same_geometry, load_volume, save_label
 from ..labels import SEG_LABELS
 from ..layout import IMAGE_EXTS_3D, validate_case_id
+from .principal import acting_principal
+from .provenance import HISTORY, RECORDS, LabelHistory, corrected_prediction
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +60,9 @@ class BrainTumorDatastore(LocalDatastore):
     #: largest accepted upload (voxels); set from ``AppConfig.max_voxels`` by the app
     max_voxels: int | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, datastore_path: str, *args: Any, **kwargs: Any) -> None:
+        self.studies_path = Path(datastore_path)
+        super().__init__(datastore_path, *args, **kwargs)
         handler = getattr(self, "_handler", None)
         if handler is not None:  # atomic writes arrive as renames: reload on those too
             handler.on_moved = self._on_config_moved
@@ -73,6 +78,8 @@ class BrainTumorDatastore(LocalDatastore):
             validate_case_id(label_tag)
         except ValueError as exc:
             raise HTTPException(status_code=422, detail=f"save label: {exc}") from exc
+        if label_tag == HISTORY:
+            raise HTTPException(status_code=422, detail=f"save label: tag {HISTORY!r} is reserved for label versions")
         obj = self._datastore.objects.get(image_id)
         if not obj:
             raise HTTPException(status_code=404, detail=f"save label: image {image_id!r} not found in the datastore")
@@ -102,6 +109,8 @@ class BrainTumorDatastore(LocalDatastore):
 
     def _store_label(self, image_id: str, tag: str, label: tuple, label_info: dict[str, Any]) -> str:
         data, affine = label
+        params = dict(label_info or {})
+        who = acting_principal(params.get("client_id"))
         label_dir = Path(self._datastore.label_path(tag))
         label_dir.mkdir(parents=True, exist_ok=True)
         name = self._filename(image_id, ".nii.gz")
@@ -116,17 +125,34 @@ class BrainTumorDatastore(LocalDatastore):
                     old = label_dir / self._filename(image_id, ext)
                     if ext != ".nii.gz" and old.exists():
                         old.unlink()
+                obj = self._datastore.objects[image_id]
+                version, source = corrected_prediction(obj.image.info, who, params)
+                record = LabelHistory(self.studies_path, tag, image_id).add(Path(tmp), who, version, source)
                 os.replace(tmp, label_dir / name)
-                info = {k: v for k, v in (label_info or {}).items() if k != "label_info"}
-                info.update({"ts": int(time.time()), "name": name, "label_info": (label_info or {}).get("label_info")})
+                info = {k: v for k, v in params.items() if k not in ("label_info", "provenance")}
+                info.update({"ts": int(time.time()), "name": name, "label_info": params.get("label_info")})
                 info["volumes_voxels"] = {k: int((data == v).sum()) for k, v in SEG_LABELS.items()}
-                self._datastore.objects[image_id].labels[tag] = DataModel(info=info, ext=".nii.gz")
+                info["provenance"] = record
+                obj.labels[tag] = DataModel(info=info, ext=".nii.gz")
                 self._update_datastore_file(lock=False)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        logger.info("saved %s label for %s (%s)", tag, image_id, info["volumes_voxels"])
+        logger.info("saved %s label for %s, version %d by %s%s (%s)", tag, image_id, record["version"], who.name,
+                    "" if who.verified else " (unverified)", info["volumes_voxels"])  # fmt: skip
         return image_id
+
+    def update_label_info(self, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
+        """MONAI Label's label info update, except the server-written provenance."""
+        if "provenance" in (info or {}):
+            raise HTTPException(status_code=422, detail="label info: 'provenance' is written by the server only")
+        super().update_label_info(label_id, label_tag, info)
+
+    def label_history(self, image_id: str, tag: str) -> LabelHistory:
+        """The saved versions of ``image_id``'s label under ``tag`` (ids checked)."""
+        validate_case_id(image_id)
+        validate_case_id(tag)
+        return LabelHistory(self.studies_path, tag, image_id)
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         try:
@@ -162,7 +188,11 @@ class BrainTumorDatastore(LocalDatastore):
 def clean_partial_files(studies: Path) -> int:
     """Remove temp files a killed save left behind (never registered: hidden names)."""
     removed = 0
-    for p in Path(studies, "labels").glob("*/.*.partial.nii.gz"):
+    leftovers = [
+        *Path(studies, "labels").glob("*/.*.partial.nii.gz"),
+        *Path(studies, "labels", HISTORY).glob(f"*/*/.{RECORDS}.tmp*"),
+    ]
+    for p in leftovers:
         p.unlink(missing_ok=True)
         removed += 1
     return removed
