@@ -29,6 +29,7 @@ EXPECTED_OPERATIONS = {
     "GET /datastore/image/info", "PUT /datastore/image/info",
     "DELETE /datastore/label", "GET /datastore/label", "HEAD /datastore/label", "PUT /datastore/label",
     "GET /datastore/label/info", "PUT /datastore/label/info",
+    "GET /datastore/label/history", "GET /datastore/label/version",
     "POST /infer/{model}",
     "GET /info/",
     "GET /logs/", "GET /logs/gpu",
