@@ -6,11 +6,12 @@ import csv
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .anatomies import ANATOMIES
-from .synthetic import GeneratorOptions, SyntheticCase, generate_case, write_case
+from .synthetic import GeneratorOptions, generate_case, write_case
 from .synthetic_fields import output_grid
 
 logger = logging.getLogger(__name__)
@@ -30,8 +31,11 @@ def write_dataset(
     progress: bool = True,
     options: GeneratorOptions | None = None,
     start_index: int = 0,
-) -> list[SyntheticCase]:
-    """Generate and write cases ``start_index .. start_index + n_cases - 1``; return them.
+) -> list[dict[str, Any]]:
+    """Generate and write cases ``start_index .. start_index + n_cases - 1``; return their metadata.
+
+    Cases are written one at a time and not kept: a 1 mm case holds ~200 MB of arrays, so
+    keeping them all (as an earlier version did) ran a 240-case set out of memory.
 
     Writes ``brats/<id>/`` volumes, ``brats/tumor_types.csv``, ``brats/cases.jsonl`` (anatomy,
     profile, domain, lesions, acquisition per case), ``kaggle/<class>/`` pictures and a
@@ -51,7 +55,8 @@ def write_dataset(
     out = Path(out_dir)
     brats = out / "brats"
     brats.mkdir(parents=True, exist_ok=True)
-    cases, rows = [], []
+    written: list[dict[str, Any]] = []
+    rows = []
     indices = range(start_index, start_index + n_cases)
     with open(brats / CASES_JSONL, "w", encoding="utf-8") as meta_fp:
         for index in tqdm(indices, desc="synthetic cases", unit="case", disable=None if progress else True):
@@ -60,8 +65,9 @@ def write_dataset(
             write_slices(case, out / "kaggle", slices_per_case, np.random.default_rng([seed, index, 2]))
             rows.append((case.case_id, case.tumor_type))
             meta_fp.write(json.dumps(case.meta, sort_keys=True) + "\n")
-            cases.append(case)
+            written.append(case.meta)
             logger.debug("wrote %s (%s, %s)", case.case_id, case.tumor_type, case.anatomy)
+            del case  # release the volumes before the next case is drawn
     with open(brats / "tumor_types.csv", "w", newline="", encoding="utf-8") as fp:
         writer = csv.writer(fp)
         writer.writerow(["case_id", "tumor_type"])
@@ -72,7 +78,7 @@ def write_dataset(
     )
     (out / "README.md").write_text(_readme(cmd, n_cases, seed, spacing, slices_per_case, opts), encoding="utf-8")
     logger.info("wrote %d synthetic cases to %s", n_cases, out)
-    return cases
+    return written
 
 
 def _readme(
