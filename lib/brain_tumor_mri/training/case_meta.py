@@ -1,14 +1,16 @@
 """Per-case metadata for grouped evaluation (by anatomy, tumour type, scanner profile, ...).
 
-Two sources: the generator's ``brats/cases.jsonl`` (one JSON object per case: ``case_id``,
-``anatomy``, ``profile``, ``domain``, ``tumor_type``, ...) and a datastore's
-``cases/<id>/case.json`` files (``tumor_type``, ``source``, ``source_path``). Datastore ids
+Three sources: the generator's ``brats/cases.jsonl`` (one JSON object per case: ``case_id``,
+``anatomy``, ``profile``, ``domain``, ``tumor_type``, ...), any CSV with a ``case_id`` column
+(e.g. ``tumor_types.csv``, or a site's own table of scanner and protocol per case) and a
+datastore's ``cases/<id>/case.json`` files (``tumor_type``, ``source``, ``source_path``). Datastore ids
 of imported 2D pictures carry a class prefix and a slice suffix
 (``glioma-BraTS-SYN-00005-000_1``); ``lookup`` finds the generator case they were cut from.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import re
@@ -25,10 +27,16 @@ _EXTS = (".nii.gz", ".nii", ".nrrd", ".png", ".jpg", ".jpeg")
 
 
 def load_case_meta(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Case id -> metadata from a ``cases.jsonl`` file or a datastore folder (its ``case.json`` files)."""
+    """Case id -> metadata from a ``cases.jsonl`` or ``.csv`` file or a datastore folder (its ``case.json``)."""
     path = Path(path)
     table: dict[str, dict[str, Any]] = {}
-    if path.is_file():
+    if path.is_file() and path.suffix.lower() == ".csv":
+        with open(path, newline="", encoding="utf-8") as fp:
+            reader = csv.DictReader(fp)
+            if "case_id" not in (reader.fieldnames or []):
+                raise ValueError(f"{path.name}: expected a case_id column, got {reader.fieldnames}")
+            table = {str(row["case_id"]): dict(row) for row in reader}
+    elif path.is_file():
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue

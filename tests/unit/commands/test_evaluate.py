@@ -84,3 +84,28 @@ def test_group_by_needs_metadata(tmp_path, caplog):
     _save(tmp_path / "g" / "X-seg.nii.gz", lab)
     assert cli_main(["evaluate", str(tmp_path / "p"), str(tmp_path / "g"), "--group-by", "anatomy"]) == 2
     assert "--cases-meta" in caplog.text
+
+
+def test_case_metadata_sources_and_lookup(tmp_path):
+    from brain_tumor_mri.training.case_meta import group_value, load_case_meta, lookup
+
+    jsonl = tmp_path / "cases.jsonl"
+    jsonl.write_text(json.dumps({"case_id": "BraTS-SYN-00005-000", "anatomy": "colin27", "wild": []}) + "\n")
+    table = load_case_meta(jsonl)
+    # an imported 2D picture: class prefix and slice suffix around the generator's case id
+    assert lookup("glioma-BraTS-SYN-00005-000_1", table)["anatomy"] == "colin27"
+    assert lookup("BraTS-SYN-00005-000", table)["anatomy"] == "colin27"
+    assert lookup("other-case", table) == {}
+    assert group_value(table["BraTS-SYN-00005-000"], "wild") == "none" and group_value({}, "anatomy") == "unknown"
+    table_csv = tmp_path / "types.csv"
+    table_csv.write_text("case_id,tumor_type\nA,glioma\n")
+    assert load_case_meta(table_csv)["A"]["tumor_type"] == "glioma"
+    (tmp_path / "bad.csv").write_text("id,x\n1,2\n")
+    with pytest.raises(ValueError, match="case_id"):
+        load_case_meta(tmp_path / "bad.csv")
+    studies = tmp_path / "studies" / "cases" / "c1"
+    studies.mkdir(parents=True)
+    (studies / "case.json").write_text(json.dumps({"kind": "3d", "tumor_type": "pituitary"}))
+    assert load_case_meta(tmp_path / "studies")["c1"]["tumor_type"] == "pituitary"
+    with pytest.raises(ValueError, match="neither"):
+        load_case_meta(tmp_path / "nothing")
