@@ -110,9 +110,10 @@ def calibrate_kind(args: argparse.Namespace, classifier: Any, kind: str, weights
     command = (f"brain-tumor calibrate classification {shlex.quote(str(args.studies))} --kind {kind} "
                f"--split {args.split} --acceptance {args.acceptance:g} --max-probability-min "
                f"{args.max_probability_min:g}")  # fmt: skip
+    features = np.array([a.result.features for a in answers]) if all(a.result.features for a in answers) else None
     record = calibration_record(logits, labels, acceptance=args.acceptance,
                                 max_probability_min=args.max_probability_min, fitted_on=fitted_on,
-                                command=command)  # fmt: skip
+                                command=command, features=features)  # fmt: skip
     return write_calibration(weights_dir / CLASS_WEIGHTS[kind], record, args.out)
 
 

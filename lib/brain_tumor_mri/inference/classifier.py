@@ -35,6 +35,7 @@ from ..transforms.classify_preprocess import (
     to_grey,
 )
 from .confidence import HIGH, Confidence, ConfidencePolicy, assess, calibrated_probabilities
+from .feature_ood import logits_and_features
 from .input_checks import Reason, check_case_3d, check_image_2d
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class ClassResult:
     best_guess: str  # the most probable class, whatever the confidence
     confidence: Confidence
     logits: tuple[float, ...] = field(default=(), repr=False)  # raw, before the temperature
+    features: tuple[float, ...] = field(default=(), repr=False, compare=False)  # penultimate (feature_ood.py)
     input_stats: dict[str, Any] = field(default_factory=dict, repr=False)
     consistency: dict[str, Any] | None = None  # 3D: the segmentation cross-check (consistency.py)
 
@@ -96,6 +98,7 @@ class Classifier:
     def __init__(self, store_2d: ModelStore, store_3d: ModelStore, reduced_precision: bool) -> None:
         self.stores = {"2d": store_2d, "3d": store_3d}
         self.reduced = reduced_precision
+        self._policies: dict[str, tuple[LoadedModel, ConfidencePolicy]] = {}
 
     def uses_reduced(self, input_kind: str) -> bool:
         """Whether to autocast ``input_kind``: 3D as configured, 2D only on a GPU (see below)."""
@@ -108,15 +111,16 @@ class Classifier:
         return any(self.stores[k].available() for k in kinds)
 
     @torch.inference_mode()
-    def logits(self, image: torch.Tensor, input_kind: str, model: LoadedModel) -> np.ndarray:
-        """Raw logits (C,) of one preprocessed image (C, *spatial), before any temperature."""
+    def forward(self, image: torch.Tensor, input_kind: str, model: LoadedModel) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw logits (C,) and penultimate features of one preprocessed image (C, *spatial)."""
         store = self.stores[input_kind]
         x = image[None].to(store.device)
         if store.channels_last and x.ndim == 5:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with autocast(store.device, self.uses_reduced(input_kind)):
-            out = model.network(x)
-        return out.float()[0].cpu().numpy().astype(np.float64)
+            out, feats = logits_and_features(model.network, x)
+        logits = out.float()[0].cpu().numpy().astype(np.float64)
+        return logits, None if feats is None else feats.float()[0].cpu().numpy().astype(np.float64)
 
     def predict(
         self,
@@ -128,12 +132,12 @@ class Classifier:
     ) -> ClassResult:
         """Classify one preprocessed image (C, *spatial) with ``model`` (default: the served one)."""
         model = model or self.stores[input_kind].get()
-        z = self.logits(image, input_kind, model)
-        policy = ConfidencePolicy.from_meta(model.meta)
+        z, feats = self.forward(image, input_kind, model)
+        policy = self.policy(model, input_kind)
         probs = calibrated_probabilities(z, policy.temperature)
         classes = [str(c) for c in model.meta.get("classes", TUMOR_CLASSES)]
         best = classes[int(np.argmax(probs))]
-        confidence = assess(probs, z, policy, list(input_reasons or []))
+        confidence = assess(probs, z, policy, list(input_reasons or []), feats)
         return ClassResult(
             tumor_type=answer_for(best, confidence),
             probabilities={c: float(p) for c, p in zip(classes, probs)},
@@ -142,8 +146,17 @@ class Classifier:
             best_guess=best,
             confidence=confidence,
             logits=tuple(float(v) for v in z),
+            features=() if feats is None else tuple(float(v) for v in feats),
             input_stats=dict(input_stats or {}),
         )
+
+    def policy(self, model: LoadedModel, input_kind: str) -> ConfidencePolicy:
+        """The confidence policy of ``model``'s sidecar, parsed once per loaded model of each kind."""
+        cached = self._policies.get(input_kind)
+        if cached is None or cached[0] is not model:
+            cached = (model, ConfidencePolicy.from_meta(model.meta))
+            self._policies[input_kind] = cached  # a hot reload brings a new model object, so a new policy
+        return cached[1]
 
     def classify_image(self, path: str | Path) -> ClassResult:
         """Classify a 2D image file (PNG/JPEG or 2D NIfTI/NRRD), checking it looks like an MR slice."""

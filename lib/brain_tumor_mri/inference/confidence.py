@@ -14,6 +14,8 @@ confidence when any of these holds, each adding a reason:
 - ``model.energy``: energy ``-T logsumexp(logits / T)`` > ``energy_max``, i.e. less
   familiar than ``acceptance`` of the validation cases (only when fitted: energies have no
   model-independent scale, so there is no default threshold);
+- ``model.feature_distance``: the penultimate features lie farther from the nearest class
+  than ``acceptance`` of the validation cases (``feature_ood.py``; only when fitted);
 - ``input.*``: an input check failed (``input_checks.py``);
 - ``consistency.*``: the segmentation of the same case contradicts the answer (``consistency.py``).
 
@@ -30,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .feature_ood import FeatureModel
 from .input_checks import Reason
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ class ConfidencePolicy:
     max_probability_min: float = DEFAULT_MAX_PROBABILITY_MIN
     energy_max: float | None = None
     source: str = "default"  # "default" (no calibration block) | "calibrated"
+    feature: FeatureModel | None = None
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> ConfidencePolicy:
@@ -66,11 +70,13 @@ class ConfidencePolicy:
             max_probability_min=float(ood.get("max_probability_min", DEFAULT_MAX_PROBABILITY_MIN)),
             energy_max=None if energy_max is None else float(energy_max),
             source="calibrated",
+            feature=FeatureModel.from_meta(cal.get("feature_distance")),
         )
 
     def as_params(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "max_probability_min": self.max_probability_min,
-                "energy_max": self.energy_max, "source": self.source}  # fmt: skip
+                "energy_max": self.energy_max, "source": self.source,
+                "feature_distance_max": None if self.feature is None else self.feature.distance_max}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class Confidence:
     margin: float
     energy: float
     policy: ConfidencePolicy
+    feature_distance: float | None = None
 
     def with_reasons(self, extra: list[Reason] | tuple[Reason, ...]) -> Confidence:
         """A copy with ``extra`` reasons added (and so ``low`` when any is given)."""
@@ -96,6 +103,7 @@ class Confidence:
             "max_probability": round(self.max_probability, 6),
             "margin": round(self.margin, 6),
             "energy": round(self.energy, 6),
+            "feature_distance": None if self.feature_distance is None else round(self.feature_distance, 4),
             "thresholds": self.policy.as_params(),
         }
 
@@ -122,8 +130,14 @@ def energy_score(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return -float(temperature) * (m + np.log(np.exp(z - m[..., None]).sum(axis=-1)))
 
 
-def assess(probs: np.ndarray, logits: np.ndarray, policy: ConfidencePolicy, input_reasons: list[Reason]) -> Confidence:
-    """Confidence of one answer from its calibrated ``probs``, raw ``logits`` and input-check reasons."""
+def assess(
+    probs: np.ndarray,
+    logits: np.ndarray,
+    policy: ConfidencePolicy,
+    input_reasons: list[Reason],
+    features: np.ndarray | None = None,
+) -> Confidence:
+    """Confidence of one answer from calibrated ``probs``, raw ``logits``, input-check reasons, features."""
     top2 = np.sort(np.asarray(probs, dtype=np.float64))[::-1][:2]
     max_p = float(top2[0])
     margin = float(top2[0] - top2[1]) if top2.size > 1 else max_p
@@ -135,4 +149,12 @@ def assess(probs: np.ndarray, logits: np.ndarray, policy: ConfidencePolicy, inpu
     if policy.energy_max is not None and e > policy.energy_max:
         reasons.append(Reason("model.energy", f"energy {e:.2f} is above {policy.energy_max:.2f}: the network "
                               "responds less to this input than to the validation cases (unfamiliar)"))  # fmt: skip
-    return Confidence(LOW if reasons else HIGH, tuple(reasons), max_p, margin, e, policy)
+    distance = None
+    if policy.feature is not None and features is not None:
+        distance = policy.feature.distance(features)
+        if distance > policy.feature.distance_max:
+            limit, share = policy.feature.distance_max, 100 * policy.feature.acceptance
+            reasons.append(Reason("model.feature_distance", f"the image's features lie farther from every class "
+                                  f"({distance:.0f}) than {share:.0f} % of the validation cases (<= {limit:.0f}): "
+                                  "unlike the training data"))  # fmt: skip
+    return Confidence(LOW if reasons else HIGH, tuple(reasons), max_p, margin, e, policy, distance)

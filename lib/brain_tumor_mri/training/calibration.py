@@ -5,8 +5,9 @@ held-out validation cases; it changes how sure the model says it is, never which
 picks. ``fit_temperature`` is pure numpy so the training engine can call it at publish time
 with the validation logits, and ``brain-tumor calibrate`` can fit it post hoc for existing
 weights. ``fit_ood_thresholds`` fits the energy threshold of the low-confidence signal
-(``inference/confidence.py``) at a chosen in-distribution acceptance rate, and
-``calibration_record`` builds the sidecar's ``calibration`` block from both.
+(``inference/confidence.py``) at a chosen in-distribution acceptance rate,
+``fit_feature_distance`` the feature-space statistics of ``inference/feature_ood.py``, and
+``calibration_record`` builds the sidecar's ``calibration`` block from all of them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..inference.confidence import calibrated_probabilities, energy_score, log_softmax
+from ..inference.feature_ood import FeatureModel
 from .class_metrics import expected_calibration_error
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,51 @@ def fit_ood_thresholds(
     }
 
 
+#: Largest PCA subspace of the feature model (2D demo: ROC AUC 0.89 at 32 vs 0.84 at 16 for unseen anatomies).
+FEATURE_AXES = 32
+#: Shrinkage of the shared covariance towards its mean variance (stabilises small validation sets).
+FEATURE_SHRINKAGE = 0.1
+
+
+def _sig(values: np.ndarray) -> list[Any]:
+    """Values rounded to 5 significant digits, as nested lists (keeps the sidecar small)."""
+    return np.vectorize(lambda v: float(f"{v:.5g}"))(values).tolist()
+
+
+def fit_feature_distance(features: Any, labels: Any, acceptance: float = DEFAULT_ACCEPTANCE) -> dict[str, Any] | None:
+    """The sidecar ``feature_distance`` block fitted on validation features (N, D), or None if too few.
+
+    Standardise, keep ``k = min(32, N // 4)`` principal axes, per-class means and a shrunk
+    shared covariance there; ``distance_max`` is the ``acceptance`` quantile of the cases'
+    own distances (in-sample, so slightly tight: new in-distribution cases are flagged a
+    little more often than ``1 - acceptance``; the model card reports the measured rate).
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if x.ndim != 2 or x.shape[0] != y.size or x.shape[0] < 8:
+        logger.warning("feature distance not fitted: need (N >= 8, D) features with N labels, got %s", x.shape)
+        return None
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale < 1e-6] = 1.0
+    z = (x - mean) / scale
+    k = int(min(FEATURE_AXES, max(2, x.shape[0] // 4), z.shape[1]))
+    axes = np.linalg.svd(z, full_matrices=False)[2][:k]
+    p = z @ axes.T
+    present = np.unique(y)
+    class_means = np.stack([p[y == c].mean(axis=0) for c in present])
+    resid = p - class_means[np.searchsorted(present, y)]
+    cov = np.cov(resid.T, bias=True).reshape(k, k)
+    cov = (1 - FEATURE_SHRINKAGE) * cov + FEATURE_SHRINKAGE * (np.trace(cov) / k + 1e-9) * np.eye(k)
+    block: dict[str, Any] = {"k": k, "n": int(y.size), "acceptance": float(acceptance), "mean": _sig(mean),
+                             "scale": _sig(scale), "axes": _sig(axes), "class_means": _sig(class_means),
+                             "precision": _sig(np.linalg.inv(cov)), "distance_max": 0.0}  # fmt: skip
+    model = FeatureModel.from_meta(block)
+    assert model is not None
+    distances = np.array([model.distance(row) for row in x])
+    block["distance_max"] = round(float(np.quantile(distances, acceptance, method="higher")), 4)
+    return block
+
+
 def calibration_record(
     logits: Any,
     labels: Any,
@@ -135,11 +182,14 @@ def calibration_record(
     max_probability_min: float = DEFAULT_MAX_PROBABILITY_MIN,
     fitted_on: dict[str, Any] | None = None,
     command: str = "",
+    features: Any = None,
 ) -> dict[str, Any]:
     """The sidecar ``calibration`` block: temperature, OOD thresholds and before/after figures.
 
     ``fitted_on`` describes the validation set (e.g. studies folder, case count, groups),
     so an evaluation can tell whether it is scoring the very cases the fit saw.
+    ``features`` (N, D), the penultimate features of the same cases, adds the feature-distance
+    check; without them that check stays off.
     """
     z, y = _check(logits, labels)
     t = fit_temperature(z, y)
@@ -158,6 +208,7 @@ def calibration_record(
         "ood": ood,
         "fit": fit,
         "fitted_on": dict(fitted_on or {}),
+        "feature_distance": None if features is None else fit_feature_distance(features, y, acceptance),
         "fitted_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "command": command,
     }

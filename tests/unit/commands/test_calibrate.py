@@ -45,6 +45,8 @@ def test_calibrate_writes_temperature_into_the_sidecar_and_serving_uses_it(setup
     )
     assert cal["fit"]["n"] == 16 and cal["fitted_on"]["n_patients"] == 8 and len(cal["fitted_on"]["groups"]) == 8
     assert cal["fit"]["nll_after"] <= cal["fit"]["nll_before"] + 1e-9
+    feat = cal["feature_distance"]
+    assert feat["n"] == 16 and feat["k"] == 4 and len(feat["axes"]) == 4 and feat["distance_max"] > 0
     load_model(pt, "classification")  # the pair still loads (sha256 check)
     served = build_classifier(weights, torch.device("cpu"), False)
     after = collect_answers(served, studies, "2d")
@@ -57,6 +59,7 @@ def test_calibrate_writes_temperature_into_the_sidecar_and_serving_uses_it(setup
         assert b.result.model_version == meta["version"]
         assert b.result.confidence.policy.source == "calibrated"
         assert b.result.confidence.policy.energy_max == cal["ood"]["energy_max"]
+        assert b.result.confidence.feature_distance is not None and a.result.confidence.feature_distance is None
     labels = [["glioma", "meningioma", "pituitary", "no_tumor"].index(a.true_type) for a in raw]
     logits = np.array([a.result.logits for a in raw])
     assert nll(logits, labels, t) == pytest.approx(cal["fit"]["nll_after"], abs=1e-5)

@@ -113,7 +113,8 @@ def test_answer_contract_confident_and_unlike_input(tmp_path: Path) -> None:
     conf = params["confidence"]
     assert conf["level"] == "high" and conf["reasons"] == [] and conf["max_probability"] > 0.98
     assert conf["thresholds"] == {"temperature": 1.0, "max_probability_min": 0.5, "energy_max": None,
-                                  "source": "default"}  # fmt: skip
+                                  "source": "default", "feature_distance_max": None}  # fmt: skip
+    assert conf["feature_distance"] is None  # no fitted feature statistics: the check is off
     assert set(conf["input_stats"]) >= {"chroma", "foreground", "neighbour_correlation"}
     assert conf["margin"] == pytest.approx(conf["max_probability"] - max(
         v for k, v in params["probabilities"].items() if k != "pituitary"))  # fmt: skip
@@ -140,3 +141,16 @@ def test_low_probability_and_energy_make_an_answer_low(tmp_path: Path) -> None:
     assert res.confidence.max_probability == pytest.approx(1 / (1 + 3 * np.exp(-5.0)))
     assert res.confidence.energy == pytest.approx(-0.1 * (5.0 + np.log(1 + 3 * np.exp(-5.0))))
     assert res.tumor_type == "uncertain" and [r.code for r in res.confidence.reasons] == ["model.energy"]
+
+
+def test_features_split_reproduces_the_network_output() -> None:
+    from brain_tumor_mri.inference.feature_ood import logits_and_features
+
+    net = build_classification_network(2, 1, **TINY_NET).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.inference_mode():
+        logits, feats = logits_and_features(net, x)
+        assert torch.equal(logits, net(x)) and feats is not None and feats.shape[0] == 2 and feats.ndim == 2
+        plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 4)).eval()
+        out, none = logits_and_features(plain, x)
+        assert none is None and torch.equal(out, plain(x))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -121,3 +122,43 @@ def test_calibration_record_and_version_suffix():
     assert strip_calibration_suffix("20261121-202607-e584a97c") == "20261121-202607-e584a97c"
     other = {**record, "temperature": record["temperature"] + 0.1}
     assert calibrated_version("v", other) != calibrated_version("v", record)
+
+
+def _clusters(n: int, seed: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Features of four classes: Gaussian clusters in 40 dimensions (optionally all shifted)."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).normal(0, 3, (4, 40))
+    y = rng.integers(0, 4, n)
+    return centres[y] + rng.normal(0, 1, (n, 40)) + shift, y
+
+
+def test_feature_distance_accepts_familiar_and_flags_shifted_features():
+    from brain_tumor_mri.inference.feature_ood import FeatureModel
+    from brain_tumor_mri.training.calibration import fit_feature_distance
+
+    x, y = _clusters(400, seed=1)
+    block = fit_feature_distance(x, y, acceptance=0.95)
+    assert block is not None and block["k"] == 32 and block["n"] == 400
+    model = FeatureModel.from_meta(block)
+    assert model is not None
+    fitted = np.array([model.distance(f) for f in x])
+    assert np.mean(fitted <= model.distance_max) == pytest.approx(0.95, abs=0.01)
+    fresh, _ = _clusters(300, seed=2)
+    shifted, _ = _clusters(300, seed=3, shift=2.0)
+    assert np.mean([model.distance(f) > model.distance_max for f in fresh]) < 0.15
+    assert np.mean([model.distance(f) > model.distance_max for f in shifted]) > 0.95
+    assert fit_feature_distance(x[:5], y[:5]) is None  # too few cases to fit
+    json.dumps(block)  # lives in the JSON sidecar
+
+
+def test_feature_model_refuses_malformed_blocks_and_wrong_lengths():
+    from brain_tumor_mri.inference.feature_ood import FeatureModel
+    from brain_tumor_mri.training.calibration import fit_feature_distance
+
+    x, y = _clusters(64, seed=4)
+    block = fit_feature_distance(x, y)
+    assert block is not None and block["k"] == 16  # N // 4
+    assert FeatureModel.from_meta({**block, "axes": [[1.0, 2.0]]}) is None
+    assert FeatureModel.from_meta({"mean": [0.0]}) is None and FeatureModel.from_meta(None) is None
+    with pytest.raises(ValueError, match="length"):
+        FeatureModel.from_meta(block).distance(np.zeros(7))
