@@ -106,7 +106,7 @@ def calibrate_kind(args: argparse.Namespace, classifier: Any, kind: str, weights
     groups = sorted({a.group for a in answers})
     fitted_on = {"studies": str(Path(args.studies).resolve()), "split": args.split, "n": len(answers),
                  "n_patients": len(groups), "class_counts": dict(Counter(a.true_type for a in answers)),
-                 "groups": groups}  # fmt: skip
+                 "groups": groups, "image_sha256": sorted(a.image_sha for a in answers)}  # fmt: skip
     command = (f"brain-tumor calibrate classification {shlex.quote(str(args.studies))} --kind {kind} "
                f"--split {args.split} --acceptance {args.acceptance:g} --max-probability-min "
                f"{args.max_probability_min:g}")  # fmt: skip

@@ -150,7 +150,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"no {kind} classification weights found")
         metrics, rows = evaluate_datastore(classifier, args.evaluate, kind, table, group_by, lesions)
         if metrics["split"]["overlap_with_calibration_set"]:
-            logger.warning("%s: %d evaluated patient(s) were in the calibration set: calibration figures are "
+            logger.warning("%s: %d evaluated image(s) are identical to calibration images: calibration figures are "
                            "optimistic", kind, metrics["split"]["overlap_with_calibration_set"])  # fmt: skip
         if args.timing_runs > 0:
             metrics["timing"] = time_classifier(classifier, args.evaluate, rows[0]["case_id"], kind, args.timing_runs)

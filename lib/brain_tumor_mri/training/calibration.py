@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..inference.confidence import calibrated_probabilities, energy_score, log_softmax
-from ..inference.feature_ood import FeatureModel
+from ..inference.feature_ood import FeatureModel, encode_array
 from .class_metrics import expected_calibration_error
 
 logger = logging.getLogger(__name__)
@@ -135,13 +135,10 @@ FEATURE_AXES = 32
 FEATURE_SHRINKAGE = 0.1
 
 
-def _sig(values: np.ndarray) -> list[Any]:
-    """Values rounded to 5 significant digits, as nested lists (keeps the sidecar small)."""
-    return np.vectorize(lambda v: float(f"{v:.5g}"))(values).tolist()
-
-
 def fit_feature_distance(features: Any, labels: Any, acceptance: float = DEFAULT_ACCEPTANCE) -> dict[str, Any] | None:
     """The sidecar ``feature_distance`` block fitted on validation features (N, D), or None if too few.
+
+    Arrays are stored as little-endian float32 in base64 (``feature_ood.encode_array``).
 
     Standardise, keep ``k = min(32, N // 4)`` principal axes, per-class means and a shrunk
     shared covariance there; ``distance_max`` is the ``acceptance`` quantile of the cases'
@@ -164,9 +161,10 @@ def fit_feature_distance(features: Any, labels: Any, acceptance: float = DEFAULT
     resid = p - class_means[np.searchsorted(present, y)]
     cov = np.cov(resid.T, bias=True).reshape(k, k)
     cov = (1 - FEATURE_SHRINKAGE) * cov + FEATURE_SHRINKAGE * (np.trace(cov) / k + 1e-9) * np.eye(k)
-    block: dict[str, Any] = {"k": k, "n": int(y.size), "acceptance": float(acceptance), "mean": _sig(mean),
-                             "scale": _sig(scale), "axes": _sig(axes), "class_means": _sig(class_means),
-                             "precision": _sig(np.linalg.inv(cov)), "distance_max": 0.0}  # fmt: skip
+    block: dict[str, Any] = {"k": k, "n": int(y.size), "acceptance": float(acceptance), "mean": encode_array(mean),
+                             "scale": encode_array(scale), "axes": encode_array(axes),
+                             "class_means": encode_array(class_means), "precision": encode_array(np.linalg.inv(cov)),
+                             "distance_max": 0.0}  # fmt: skip
     model = FeatureModel.from_meta(block)
     assert model is not None
     distances = np.array([model.distance(row) for row in x])

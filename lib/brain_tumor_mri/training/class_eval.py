@@ -7,13 +7,15 @@ every labelled case of a datastore that training never saw, and reports discrimi
 sidecar's temperature), the low-confidence signal (rate, accuracy on the confident and the
 low-confidence answers, reasons), what the model answers on cases of a type outside its
 classes (e.g. metastases), optional per-group figures (``group_by`` a metadata column), and
-split honesty (image and patient counts; overlap with the cases the temperature was fitted
-on). Timing: model time (forward + softmax on a preprocessed input) and end-to-end time
-(read + preprocess + model) as medians over repeated runs after warm-up.
+split honesty (image and patient counts; images identical to ones the temperature was fitted
+on, found by content hash, since case ids of different datasets can coincide). Timing: model
+time (forward + softmax on a preprocessed input) and end-to-end time (read + preprocess +
+model) as medians over repeated runs after warm-up.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import statistics
 import time
@@ -47,6 +49,16 @@ class Answer:
     group: str
     meta: dict[str, Any]
     result: ClassResult
+    image_sha: str = ""  # content hash of the datastore image (first 16 hex digits of its sha256)
+
+
+def image_digest(path: Path) -> str:
+    """First 16 hex digits of the sha256 of a file: identifies an image whatever its case id."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def classify_datastore_case(
@@ -88,7 +100,9 @@ def collect_answers(
             logger.warning("skipping %s: %s", case_id, exc)
             continue
         meta = {**own, **lookup(case_id, table or {}, own)}
-        answers.append(Answer(case_id, str(true_type), group_of(case_id, own), meta, res))
+        path = image_path(studies, case_id)
+        digest = image_digest(path) if path is not None else ""
+        answers.append(Answer(case_id, str(true_type), group_of(case_id, own), meta, res, digest))
     return answers
 
 
@@ -120,7 +134,7 @@ def _confidence(answers: list[Answer]) -> dict[str, Any]:
     }
 
 
-def summarise(answers: list[Answer], fitted_groups: list[str] | None = None) -> dict[str, Any]:
+def summarise(answers: list[Answer], fitted_images: list[str] | None = None) -> dict[str, Any]:
     """All figures for in-class answers, plus the answers given on out-of-class cases."""
     inside = [a for a in answers if a.true_type in TUMOR_CLASSES]
     outside = [a for a in answers if a.true_type not in TUMOR_CLASSES]
@@ -135,8 +149,9 @@ def summarise(answers: list[Answer], fitted_groups: list[str] | None = None) -> 
     metrics["confidence"] = _confidence(inside)
     metrics["thresholds"] = inside[-1].result.confidence.policy.as_params()
     groups = sorted({a.group for a in inside})
+    shared = {a.image_sha for a in inside} & set(fitted_images or [])
     metrics["split"] = {"n_images": len(inside), "n_patients": len(groups),
-                        "overlap_with_calibration_set": len(set(groups) & set(fitted_groups or []))}  # fmt: skip
+                        "overlap_with_calibration_set": len(shared)}  # fmt: skip
     if outside:
         metrics["out_of_class"] = {t: _confidence([a for a in outside if a.true_type == t])
                                    for t in sorted({a.true_type for a in outside})}  # fmt: skip
@@ -164,11 +179,14 @@ def answer_rows(answers: list[Answer], column: str | None = None) -> list[dict[s
     rows = []
     for a in answers:
         r = a.result
+        distance = r.confidence.feature_distance
         row = {"case_id": a.case_id, "group": a.group, "true": a.true_type, "answer": r.tumor_type,
                "best_guess": r.best_guess, "confidence": r.confidence.level,
                "reasons": ";".join(x.code for x in r.confidence.reasons),
                **{f"p_{c}": round(r.probabilities[c], 6) for c in TUMOR_CLASSES},
-               "energy": round(r.confidence.energy, 4)}  # fmt: skip
+               "energy": round(r.confidence.energy, 4),
+               "feature_distance": "" if distance is None else round(distance, 3),
+               "max_probability": round(r.confidence.max_probability, 6)}  # fmt: skip
         if column:
             row[column] = group_value(a.meta, column)
         rows.append(row)
@@ -184,7 +202,7 @@ def evaluate_datastore(
     if not answers:
         raise ValueError(f"no labelled {kind} cases to evaluate in {studies}")
     model = classifier.stores[kind].get()
-    fitted = (model.meta.get("calibration") or {}).get("fitted_on", {}).get("groups")
+    fitted = (model.meta.get("calibration") or {}).get("fitted_on", {}).get("image_sha256")
     metrics = summarise(answers, fitted)
     if group_column:
         metrics["by_group"] = {"column": group_column, "groups": by_group(answers, group_column)}

@@ -123,7 +123,7 @@ def _split_md(metrics: dict[str, Any]) -> list[str]:
         return []
     note = ""
     if split["overlap_with_calibration_set"]:
-        note = (f" **{split['overlap_with_calibration_set']} patient(s) were also in the set the temperature was "
+        note = (f" **{split['overlap_with_calibration_set']} image(s) are identical to images the temperature was "
                 "fitted on: calibration figures are optimistic.**")  # fmt: skip
     return ["", f"{split['n_images']} image(s) from {split['n_patients']} patient(s); figures are per image, "
             f"split by patient.{note}"]  # fmt: skip

@@ -44,9 +44,10 @@ def test_calibrate_writes_temperature_into_the_sidecar_and_serving_uses_it(setup
         and cal["base_version"] == before_meta["version"]
     )
     assert cal["fit"]["n"] == 16 and cal["fitted_on"]["n_patients"] == 8 and len(cal["fitted_on"]["groups"]) == 8
+    assert len(set(cal["fitted_on"]["image_sha256"])) == 16
     assert cal["fit"]["nll_after"] <= cal["fit"]["nll_before"] + 1e-9
     feat = cal["feature_distance"]
-    assert feat["n"] == 16 and feat["k"] == 4 and len(feat["axes"]) == 4 and feat["distance_max"] > 0
+    assert feat["n"] == 16 and feat["k"] == 4 and feat["axes"]["shape"][0] == 4 and feat["distance_max"] > 0
     load_model(pt, "classification")  # the pair still loads (sha256 check)
     served = build_classifier(weights, torch.device("cpu"), False)
     after = collect_answers(served, studies, "2d")

@@ -138,7 +138,7 @@ def test_feature_distance_accepts_familiar_and_flags_shifted_features():
 
     x, y = _clusters(400, seed=1)
     block = fit_feature_distance(x, y, acceptance=0.95)
-    assert block is not None and block["k"] == 32 and block["n"] == 400
+    assert block is not None and block["k"] == 32 and block["n"] == 400 and block["axes"]["shape"] == [32, 40]
     model = FeatureModel.from_meta(block)
     assert model is not None
     fitted = np.array([model.distance(f) for f in x])
@@ -158,7 +158,8 @@ def test_feature_model_refuses_malformed_blocks_and_wrong_lengths():
     x, y = _clusters(64, seed=4)
     block = fit_feature_distance(x, y)
     assert block is not None and block["k"] == 16  # N // 4
-    assert FeatureModel.from_meta({**block, "axes": [[1.0, 2.0]]}) is None
+    assert FeatureModel.from_meta({**block, "axes": {"shape": [1, 2], "float32_base64": "AACAPwAAAEA="}}) is None
+    assert FeatureModel.from_meta({**block, "axes": {"shape": [2], "float32_base64": "not base64!"}}) is None
     assert FeatureModel.from_meta({"mean": [0.0]}) is None and FeatureModel.from_meta(None) is None
     with pytest.raises(ValueError, match="length"):
         FeatureModel.from_meta(block).distance(np.zeros(7))
