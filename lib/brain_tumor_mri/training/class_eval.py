@@ -134,6 +134,22 @@ def _confidence(answers: list[Answer]) -> dict[str, Any]:
     }
 
 
+def per_patient(answers: list[Answer]) -> dict[str, Any]:
+    """Figures per patient: the mean calibrated probabilities of a patient's pictures, one vote each.
+
+    Pictures of one patient are not independent; this view counts each patient once.
+    """
+    by: dict[str, list[Answer]] = {}
+    for a in answers:
+        by.setdefault(a.group, []).append(a)
+    labels, probs = [], []
+    for members in by.values():
+        labels.append(TUMOR_CLASSES.index(Counter(a.true_type for a in members).most_common(1)[0][0]))
+        probs.append(np.mean([[a.result.probabilities[c] for c in TUMOR_CLASSES] for a in members], axis=0))
+    m = classification_metrics(labels, np.array(probs), TUMOR_CLASSES)
+    return {k: m[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_roc_auc")}
+
+
 def summarise(answers: list[Answer], fitted_images: list[str] | None = None) -> dict[str, Any]:
     """All figures for in-class answers, plus the answers given on out-of-class cases."""
     inside = [a for a in answers if a.true_type in TUMOR_CLASSES]
@@ -152,6 +168,8 @@ def summarise(answers: list[Answer], fitted_images: list[str] | None = None) -> 
     shared = {a.image_sha for a in inside} & set(fitted_images or [])
     metrics["split"] = {"n_images": len(inside), "n_patients": len(groups),
                         "overlap_with_calibration_set": len(shared)}  # fmt: skip
+    if len(groups) < len(inside):
+        metrics["per_patient"] = per_patient(inside)
     if outside:
         metrics["out_of_class"] = {t: _confidence([a for a in outside if a.true_type == t])
                                    for t in sorted({a.true_type for a in outside})}  # fmt: skip

@@ -125,8 +125,14 @@ def _split_md(metrics: dict[str, Any]) -> list[str]:
     if split["overlap_with_calibration_set"]:
         note = (f" **{split['overlap_with_calibration_set']} image(s) are identical to images the temperature was "
                 "fitted on: calibration figures are optimistic.**")  # fmt: skip
-    return ["", f"{split['n_images']} image(s) from {split['n_patients']} patient(s); figures are per image, "
-            f"split by patient.{note}"]  # fmt: skip
+    lines = ["", f"{split['n_images']} image(s) from {split['n_patients']} patient(s); figures are per image, "
+             f"split by patient.{note}"]  # fmt: skip
+    pp = metrics.get("per_patient")
+    if pp:
+        lines += ["", f"Per patient (mean probabilities over a patient's images, each patient counted once): "
+                  f"n = {pp['n']}, accuracy {_fmt(pp['accuracy'])}, balanced accuracy "
+                  f"{_fmt(pp['balanced_accuracy'])}, macro ROC AUC {_fmt(pp['macro_roc_auc'])}."]  # fmt: skip
+    return lines
 
 
 def _calibration_md(metrics: dict[str, Any]) -> list[str]:

@@ -33,6 +33,7 @@ def test_evaluate_reports_calibration_confidence_groups_and_out_of_class(tmp_pat
     assert m["out_of_class"]["metastasis"]["n"] == 1
     assert set(m["by_group"]["groups"]) == {"glioma", "meningioma", "pituitary", "no_tumor"}
     assert m["split"] == {"n_images": 16, "n_patients": 8, "overlap_with_calibration_set": 16}
+    assert m["per_patient"]["n"] == 8 and 0.0 <= m["per_patient"]["accuracy"] <= 1.0
     text = (out / "classification_2d_metrics.md").read_text()
     assert "calibration figures are optimistic" in text and "ECE" in text and "`metastasis`" in text
     assert (out / "classification_2d_reliability.png").stat().st_size > 10_000
