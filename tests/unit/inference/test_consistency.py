@@ -131,10 +131,12 @@ def test_cache_is_lru_and_keys_change_with_content(tmp_path):
 class CountingSegmenter(Segmenter):
     """A real Segmenter that counts its passes."""
 
-    calls = 0
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.calls = 0
 
     def segment(self, stack, affine):
-        CountingSegmenter.calls += 1
+        self.calls += 1
         return super().segment(stack, affine)
 
 
@@ -150,9 +152,9 @@ def test_case_lesions_reuse_a_recent_segmentation(tmp_path: Path):
     }
     book = CaseLesions(lambda: segmenter)
     first, source = book.for_case(files, stack, affine)
-    assert first.count == 2 and source == "segmentation run for this answer" and CountingSegmenter.calls == 1
+    assert first.count == 2 and source == "segmentation run for this answer" and segmenter.calls == 1
     again, source = book.for_case(files, stack, affine)
-    assert again is first and source == "recent segmentation of this case" and CountingSegmenter.calls == 1
+    assert again is first and source == "recent segmentation of this case" and segmenter.calls == 1
     os.utime(flair, ns=(5, 5))  # the case changed on disk: segment again
     book.for_case(files, stack, affine)
-    assert CountingSegmenter.calls == 2
+    assert segmenter.calls == 2
