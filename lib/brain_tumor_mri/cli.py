@@ -16,8 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample-data": ("brain_tumor_mri.data.synthetic_cli", "generate synthetic multi-sequence tumour cases"),
     "import": ("brain_tumor_mri.data.importers", "build a MONAI Label datastore from BraTS/MSD/Kaggle data"),
     "segment": ("brain_tumor_mri.commands.segment", "segment BraTS-layout case folders offline"),
-    "evaluate": ("brain_tumor_mri.commands.evaluate", "Dice and HD95 per BraTS region, PRED vs GT"),
+    "evaluate": ("brain_tumor_mri.commands.evaluate", "Dice, HD95, IoU, sensitivity, specificity per BraTS region"),
     "classify": ("brain_tumor_mri.commands.classify", "classify 3D cases or 2D images offline"),
+    "calibrate": ("brain_tumor_mri.commands.calibrate", "fit temperature scaling and OOD thresholds into a sidecar"),
     "train": ("brain_tumor_mri.commands.train", "train or fine-tune a model from a datastore"),
 }
 

@@ -20,6 +20,8 @@ __all__ = [
     "SEG_LABEL_NAMES",
     "REGIONS",
     "TUMOR_CLASSES",
+    "UNCERTAIN_ANSWER",
+    "OTHER_ANSWER",
     "LABEL_MAPS",
     "convert_labels",
 ]
@@ -48,6 +50,12 @@ REGIONS: dict[str, tuple[int, ...]] = {
 
 #: Tumour-type classes in classifier output order.
 TUMOR_CLASSES: tuple[str, ...] = ("glioma", "meningioma", "pituitary", "no_tumor")
+
+#: Classification answers besides the classes: ``uncertain`` when the answer is low-confidence
+#: (the probabilities and ``best_guess`` are still given), ``other`` when the case shows a
+#: pattern outside the classes (several separate lesions, metastasis-like).
+UNCERTAIN_ANSWER = "uncertain"
+OTHER_ANSWER = "other"
 
 #: Aliases seen in public 2D datasets' class folder names -> internal class.
 CLASS_ALIASES: dict[str, str] = {

@@ -1,4 +1,4 @@
-"""Tumour-type classification through a real server, for a 3D case and a 2D image."""
+"""Tumour-type classification through a real server: 3D case, 2D image, and inputs unlike the training data."""
 
 from __future__ import annotations
 
@@ -22,10 +22,19 @@ def _classify(server, image_id: str) -> dict:
 
 
 def _check(result: dict, kind: str) -> None:
+    """The answer contract: probabilities, best guess, confidence; the type only when confident."""
     assert result["input_kind"] == kind
     assert set(result["probabilities"]) == set(TUMOR_CLASSES)
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
-    assert result["tumor_type"] == max(result["probabilities"], key=result["probabilities"].get)
+    assert result["best_guess"] == max(result["probabilities"], key=result["probabilities"].get)
+    conf = result["confidence"]
+    assert conf["level"] in ("high", "low") and conf["max_probability"] == pytest.approx(
+        result["probabilities"][result["best_guess"]], abs=1e-5
+    )
+    if conf["level"] == "high":
+        assert result["tumor_type"] == result["best_guess"] and conf["reasons"] == []
+    else:
+        assert result["tumor_type"] in ("uncertain", "other") and conf["reasons"]
     assert result["model_version"]
 
 
@@ -81,3 +90,47 @@ def test_bad_2d_inputs(server, name, body, words):
     assert 400 <= r.status_code < 500, r.text
     assert words in r.json()["detail"]
     assert server.alive()
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _colour_photo() -> np.ndarray:
+    """A smooth, structured colour picture (sky, sun, grass): valid input, but no MR slice."""
+    yy, xx = np.mgrid[:200, :300]
+    img = np.zeros((200, 300, 3), np.float32)
+    img[..., 0], img[..., 1], img[..., 2] = 80 + 100 * yy / 200, 140 + 60 * yy / 200, 230 - 30 * yy / 200
+    img[yy > 140] = [60, 150, 50]
+    img[(yy - 70) ** 2 + (xx - 220) ** 2 < 25**2] = [250, 220, 40]
+    return img.astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "code"),
+    [
+        ("holiday.png", _colour_photo, "input.colour"),
+        ("noise.png", lambda: np.random.default_rng(1).integers(0, 256, (160, 160), dtype=np.uint8), "input.texture"),
+    ],
+)
+def test_input_unlike_the_training_data_is_answered_as_uncertain(server, name, make, code):
+    r = requests.post(
+        f"{server.url}/infer/classification", files={"file": (name, _png(make()))}, data={"params": "{}"}, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    result = r.json()
+    _check(result, "2d")
+    assert result["tumor_type"] == "uncertain"
+    assert result["best_guess"] in TUMOR_CLASSES  # the probabilities are still given
+    reasons = result["confidence"]["reasons"]
+    assert code in [x["code"] for x in reasons] and all(x["message"] for x in reasons)
+    assert result["confidence"]["level"] == "low"
+
+
+def test_in_distribution_slice_passes_the_input_checks(server):
+    png = next(server.studies.glob("*.png"))
+    result = _classify(server, png.stem)
+    _check(result, "2d")
+    assert not [x for x in result["confidence"]["reasons"] if x["code"].startswith("input.")]

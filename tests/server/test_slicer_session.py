@@ -57,7 +57,9 @@ def test_annotation_session(private_server, tmp_path):
 
     _, raw = client.infer("classification", case_id, {})
     cls = json.loads(raw)  # the client hands back a JSON-only answer as bytes (as Slicer receives it)
-    assert cls["tumor_type"] in cls["probabilities"]
+    assert cls["best_guess"] in cls["probabilities"]
+    assert cls["tumor_type"] in (cls["best_guess"], "uncertain", "other")  # the answer contract (README)
+    assert cls["consistency"]["applied"], "a 3D answer is checked against the segmentation of the case"
     assert sum(cls["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     stored_info = client.datastore()["objects"][case_id]["image"]["info"]
     assert stored_info["classification"]["tumor_type"] == cls["tumor_type"]

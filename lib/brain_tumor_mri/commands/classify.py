@@ -1,10 +1,14 @@
 """``brain-tumor classify``: tumour type of 2D images or BraTS case folders, or a held-out evaluation.
 
 ``brain-tumor classify INPUT... [--csv OUT]`` classifies PNG/JPEG/2D NIfTI images and
-BraTS-layout case folders (four sequence files). ``brain-tumor classify --evaluate
-STUDIES --out DIR`` runs the served models on every labelled case of a datastore and
-writes the model-card files: confusion matrix CSV/PNG, metrics JSON/MD, per-case
-predictions and timing (median of 20 runs after warm-up).
+BraTS-layout case folders (four sequence files); each answer says how sure it is
+(``confidence``; ``uncertain`` when low). ``brain-tumor classify --evaluate STUDIES --out
+DIR`` runs the served models on every labelled case of a datastore and writes the
+model-card files: confusion matrix CSV/PNG, reliability diagram before/after temperature
+scaling, metrics JSON/MD (calibration, low-confidence rate, answers on out-of-class cases,
+optional per-group figures with ``--cases-meta`` and ``--group-by``), per-case predictions
+and timing (median of 20 runs after warm-up). ``--with-segmentation`` checks 3D answers
+against the served segmentation as the server does (one segmentation per case).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, metavar="DIR", help="--evaluate: where to write the figures and metrics")
     p.add_argument("--kind", choices=("2d", "3d", "both"), default="both", help="--evaluate: which model(s)")
     p.add_argument("--timing-runs", type=int, default=20, help="--evaluate: timed runs per model (0: skip timing)")
+    p.add_argument("--cases-meta", type=Path, metavar="FILE", help="--evaluate: cases.jsonl (generator) or a datastore")
+    p.add_argument("--group-by", metavar="COLUMN", help="--evaluate: also report per value of this metadata column")
+    p.add_argument("--with-segmentation", action="store_true",
+                   help="--evaluate: check 3D answers against the served segmentation (runs it per case)")  # fmt: skip
     p.add_argument("--weights-dir", type=Path, metavar="DIR", help="weights folder (default: shipped model_weights/)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="bf16 autocast on the CPU")
@@ -72,7 +80,10 @@ def classify_input(classifier: Any, path: Path) -> dict[str, Any]:
     else:  # a datastore FLAIR with its sequences under cases/<id>/
         stack, affine, _ = load_sequences(resolve_case(path).sequences, allow_missing=False)
         result = classifier.classify_case(stack, affine)
+    conf = result.confidence
     return {"input": str(path), "input_kind": result.input_kind, "tumor_type": result.tumor_type,
+            "best_guess": result.best_guess, "confidence": conf.level,
+            "reasons": "; ".join(r.message for r in conf.reasons),
             **{f"p_{c}": round(result.probabilities[c], 6) for c in TUMOR_CLASSES},
             "model_version": result.model_version}  # fmt: skip
 
@@ -100,33 +111,57 @@ def run_inputs(args: argparse.Namespace) -> int:
             continue
         rows.append(row)
         probs = " ".join(f"{c}={row[f'p_{c}']:.3f}" for c in TUMOR_CLASSES)
-        sys.stdout.write(f"{path}\t{row['input_kind']}\t{row['tumor_type']}\t{probs}\n")
+        why = f"\t({row['reasons']})" if row["reasons"] else ""
+        sys.stdout.write(f"{path}\t{row['input_kind']}\t{row['tumor_type']}\tbest guess {row['best_guess']}\t"
+                         f"{row['confidence']} confidence\t{probs}{why}\n")  # fmt: skip
     if args.csv:
         _write_csv(args.csv, rows)
         logger.info("wrote %s", args.csv)
     return 2 if failed else 0
 
 
+def _lesions(args: argparse.Namespace) -> Any:
+    """The segmentation cross-check for ``--with-segmentation`` (served segmentation weights)."""
+    from ..config import AppConfig
+    from ..inference.consistency import CaseLesions
+    from ..inference.served import ServedModels
+
+    cfg = AppConfig.from_conf({"device": args.device, "bf16": args.bf16}, None, args.evaluate, args.weights_dir)
+    models = ServedModels(cfg)
+    return CaseLesions(models.segmenter)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Evaluate the served model(s) on a labelled datastore and write the model-card files."""
+    from ..training.case_meta import load_case_meta
     from ..training.class_eval import evaluate_datastore, time_classifier
     from ..training.class_report import write_evaluation
 
     if args.out is None:
         raise ValueError("--evaluate needs --out DIR")
+    group_by = getattr(args, "group_by", None)
+    meta_path = getattr(args, "cases_meta", None) or (args.evaluate if group_by else None)  # default: case.json
+    table = load_case_meta(meta_path) if meta_path else None
+    lesions = _lesions(args) if getattr(args, "with_segmentation", False) else None
     classifier = _classifier(args)
     kinds = ("2d", "3d") if args.kind == "both" else (args.kind,)
     for kind in kinds:
         if not classifier.available(kind):
             raise ValueError(f"no {kind} classification weights found")
-        metrics, rows = evaluate_datastore(classifier, args.evaluate, kind)
+        metrics, rows = evaluate_datastore(classifier, args.evaluate, kind, table, group_by, lesions)
+        if metrics["split"]["overlap_with_calibration_set"]:
+            logger.warning("%s: %d evaluated image(s) are identical to calibration images: calibration figures are "
+                           "optimistic", kind, metrics["split"]["overlap_with_calibration_set"])  # fmt: skip
         if args.timing_runs > 0:
             metrics["timing"] = time_classifier(classifier, args.evaluate, rows[0]["case_id"], kind, args.timing_runs)
         metrics["evaluated_on"] = str(args.evaluate)
         write_evaluation(metrics, args.out, f"classification_{kind}", f"{kind.upper()} classifier, held-out cases")
         _write_csv(Path(args.out) / f"classification_{kind}_predictions.csv", rows)
         headline = {k: metrics[k] for k in ("n", "accuracy", "balanced_accuracy", "macro_f1", "macro_roc_auc")}
-        logger.info("%s: %s timing %s", kind, json.dumps(headline), json.dumps(metrics.get("timing")))
+        cal = {k: metrics["calibration"][k]["ece"] for k in ("before", "after")}
+        logger.info("%s: %s ECE %s low-confidence %s timing %s", kind, json.dumps(headline), json.dumps(cal),
+                    json.dumps({k: metrics["confidence"][k] for k in ("low_rate", "accuracy_confident")}),
+                    json.dumps(metrics.get("timing")))  # fmt: skip
     return 0
 
 

@@ -4,6 +4,11 @@ A 2D image (PNG/JPEG or 2D NIfTI) goes to the 2D model; a 3D NIfTI/NRRD is treat
 case's FLAIR and its other sequences are found from the datastore layout. There is no
 label image: the answer is JSON params (Slicer has no classification selector), and the
 prediction is also stored in the datastore's image info for later review.
+
+Every answer carries ``best_guess`` and ``confidence`` (level, reasons, scores); a
+low-confidence answer reports ``tumor_type: "uncertain"``. A 3D answer is also checked
+against the segmentation of the same case (``inference/consistency.py``; ``consistency``
+in the params): a recent segmentation of the case is reused, otherwise one is run.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from ..config import AppConfig
 from ..imageio import load_sequences
 from ..inference.classifier import Classifier, ClassResult
+from ..inference.consistency import CaseLesions, apply_consistency, not_applied
 from ..labels import SEQUENCES, TUMOR_CLASSES
 from ..layout import resolve_case, split_image_name
+from ..networks.store import ModelUnavailable
 from ..transforms.classify_preprocess import input_kind_of
 from .errors import checked_image_path, client_errors
 
@@ -37,6 +44,7 @@ class BrainTumorClassInfer(InferTask):
         classifier: Classifier,
         datastore_getter: Callable[[], Any] | None = None,
         admission: Any | None = None,
+        lesions: CaseLesions | None = None,
     ) -> None:
         super().__init__(
             type="classification",
@@ -45,13 +53,15 @@ class BrainTumorClassInfer(InferTask):
             # accepted too, the input kind is detected per request and reported in the result.
             dimension=3,
             description="Tumour type (glioma, meningioma, pituitary, no tumour) from a 2D MRI slice or a "
-            "four-sequence 3D case; result in JSON params",
+            "four-sequence 3D case, with a confidence level and its reasons; 'uncertain' when unsure; "
+            "result in JSON params",
             config={"classes": list(TUMOR_CLASSES), "sequences": list(SEQUENCES)},
         )
         self.cfg = cfg
         self.classifier = classifier
         self.datastore_getter = datastore_getter
         self.admission = admission
+        self.lesions = lesions
         self._record_lock = threading.Lock()  # datastore info writes rewrite one JSON file
 
     def is_valid(self) -> bool:
@@ -65,7 +75,14 @@ class BrainTumorClassInfer(InferTask):
             return self.classifier.classify_image(path)
         case = resolve_case(path)
         stack, affine, _ = load_sequences(case.sequences, allow_missing=False, max_voxels=self.cfg.max_voxels)
-        return self.classifier.classify_case(stack, affine)
+        result = self.classifier.classify_case(stack, affine)
+        if self.lesions is None:
+            return not_applied(result, "no segmentation model is served")
+        try:
+            summary, source = self.lesions.for_case(case.sequences, stack, affine)
+        except ModelUnavailable:
+            return not_applied(result, "the segmentation model is unavailable")
+        return apply_consistency(result, summary, self.lesions.rule, source)
 
     def _slot(self) -> contextlib.AbstractContextManager[None]:
         return self.admission.slot("classification") if self.admission is not None else contextlib.nullcontext()
@@ -75,7 +92,8 @@ class BrainTumorClassInfer(InferTask):
             result = self.classify(checked_image_path(request.get("image"), self.cfg.studies))
         params = result.as_params()
         self._record(request, params)
-        logger.info("classified %s as %s (%s model %s)", request["image"], result.tumor_type, result.input_kind,
+        logger.info("classified %s as %s (best guess %s, confidence %s; %s model %s)", request["image"],
+                    result.tumor_type, result.best_guess, result.confidence.level, result.input_kind,
                     result.model_version)  # fmt: skip
         return None, params
 

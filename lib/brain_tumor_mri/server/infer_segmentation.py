@@ -2,7 +2,9 @@
 
 Slicer sends the case id of the FLAIR it shows; the task finds the other sequences from
 that id (see ``layout``), segments, and answers with a uint8 label of values 1..3 on the
-FLAIR's exact grid plus JSON params: label names, volumes in mL, centroid, model version.
+FLAIR's exact grid plus JSON params: label names, volumes in mL, centroid, model version,
+``lesions`` (separate lesions with their volumes) and, when classification is served, the
+3D ``classification`` checked against this segmentation (``inference/consistency.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 
 from ..config import AppConfig
 from ..imageio import InputError, load_sequences, save_label
+from ..inference.classifier import Classifier
+from ..inference.consistency import CaseLesions, LesionSummary, apply_consistency
 from ..inference.segmenter import Segmenter
 from ..labels import SEG_LABELS, SEQUENCES
 from ..layout import IMAGE_EXTS_2D, resolve_case
@@ -34,7 +38,8 @@ class BrainTumorSegInfer(InferTask):
         cfg: AppConfig,
         segmenter: Segmenter,
         admission: Admission,
-        classify: Callable[[Any, Any], dict[str, Any] | None] | None = None,
+        classifier: Callable[[], Classifier] | None = None,
+        lesions: CaseLesions | None = None,
     ) -> None:
         super().__init__(
             type="segmentation",
@@ -47,7 +52,8 @@ class BrainTumorSegInfer(InferTask):
         self.cfg = cfg
         self.segmenter = segmenter
         self.admission = admission
-        self.classify = classify
+        self.classifier = classifier
+        self.lesions = lesions or CaseLesions(lambda: segmenter)
 
     def is_valid(self) -> bool:
         return self.segmenter.store.available()
@@ -72,11 +78,23 @@ class BrainTumorSegInfer(InferTask):
                 "missing_sequences": missing,
                 **seg.measurements,
             }
-            if self.classify is not None:
-                params["classification"] = self.classify(stack, affine)
+            summary = self.lesions.summarise(seg.label, affine, seg.model_version)
+            self.lesions.remember(case.sequences, summary)
+            params["lesions"] = summary.as_params()
+            params["classification"] = self.classification(stack, affine, summary)
             out = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
             save_label(out, seg.label, affine)
         logger.info(
             "segmented %s: WT %.1f mL (model %s)", case.case_id, params["volumes_ml"]["whole_tumor"], seg.model_version
         )
         return out, params
+
+    def classification(self, stack: Any, affine: Any, summary: LesionSummary) -> dict[str, Any] | None:
+        """The 3D tumour type checked against this segmentation, or None when no 3D classifier is served."""
+        if self.classifier is None:
+            return None
+        clf = self.classifier()
+        if not clf.available("3d"):
+            return None
+        result = clf.classify_case(stack, affine)
+        return apply_consistency(result, summary, self.lesions.rule, "this segmentation").as_params()

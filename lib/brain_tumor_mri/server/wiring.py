@@ -74,23 +74,21 @@ def build_infers(ctx: ServerContext, datastore_getter: Callable[[], Any]) -> dic
     """The infer tasks enabled by ``cfg.models``."""
     cfg, models = ctx.cfg, ctx.models
     infers: dict[str, Any] = {}
+    lesions = None
     if "segmentation" in cfg.models:
+        from ..inference.consistency import CaseLesions
         from .infer_segmentation import BrainTumorSegInfer
 
-        classify = None
-        if "classification" in cfg.models:
-
-            def classify(stack: Any, affine: Any) -> dict[str, Any] | None:
-                """The segmentation answer also carries the tumour type (3D model), when served."""
-                clf = models.classifier()
-                return clf.classify_case(stack, affine).as_params() if clf.available("3d") else None
-
-        infers["segmentation"] = BrainTumorSegInfer(cfg, models.segmenter(), ctx.admission("segmentation"), classify)
+        seg_admission = ctx.admission("segmentation")
+        # one lesion book: a classification reuses the segmentation just made of the same case
+        lesions = CaseLesions(models.segmenter, slot=lambda: seg_admission.slot("segmentation"))
+        classifier = models.classifier if "classification" in cfg.models else None
+        infers["segmentation"] = BrainTumorSegInfer(cfg, models.segmenter(), seg_admission, classifier, lesions)
     if "classification" in cfg.models:
         from .infer_classification import BrainTumorClassInfer
 
         infers["classification"] = BrainTumorClassInfer(
-            cfg, models.classifier(), datastore_getter, ctx.admission("classification")
+            cfg, models.classifier(), datastore_getter, ctx.admission("classification"), lesions
         )
     ctx.served["model"] = tuple(infers)
     return infers

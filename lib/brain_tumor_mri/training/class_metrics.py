@@ -4,6 +4,8 @@ Accuracy, balanced accuracy, per-class precision/recall/F1/support, one-vs-rest 
 (Mann-Whitney U with mid-ranks for ties, so equal scores count half) and the confusion
 matrix (rows: true class, columns: predicted class). Undefined values (no samples of a
 class, no predictions of it) are reported as ``None`` rather than a misleading 0.
+Calibration: top-label expected calibration error over 15 equal-width confidence bins
+(Guo et al. 2017) and the per-bin table a reliability diagram is drawn from.
 """
 
 from __future__ import annotations
@@ -62,6 +64,41 @@ def roc_auc(is_positive: Sequence[bool], scores: Sequence[float]) -> float | Non
         return None
     ranks = _midranks(np.asarray(scores, dtype=np.float64))
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+#: Equal-width confidence bins of the expected calibration error (the usual choice since Guo et al.).
+ECE_BINS = 15
+
+
+def reliability_bins(
+    probs: np.ndarray, y_true: Sequence[int] | np.ndarray, n_bins: int = ECE_BINS
+) -> list[dict[str, Any]]:
+    """Per confidence bin: edges, count, mean top-label confidence and accuracy.
+
+    Bins are (lo, hi] over [0, 1] (the first also holds 0); empty bins report None.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    conf = p.max(axis=1) if len(y) else np.zeros(0)
+    correct = (p.argmax(axis=1) == y) if len(y) else np.zeros(0, dtype=bool)
+    index = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        sel = index == b
+        n = int(sel.sum())
+        out.append({"lo": b / n_bins, "hi": (b + 1) / n_bins, "count": n,
+                    "confidence": float(conf[sel].mean()) if n else None,
+                    "accuracy": float(correct[sel].mean()) if n else None})  # fmt: skip
+    return out
+
+
+def expected_calibration_error(probs: np.ndarray, y_true: Sequence[int] | np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """Top-label ECE: sum over bins of (bin share) x |accuracy - mean confidence|; NaN with no cases."""
+    bins = reliability_bins(probs, y_true, n_bins)
+    total = sum(b["count"] for b in bins)
+    if total == 0:
+        return float("nan")
+    return float(sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]))
 
 
 def _mean_defined(values: list[float | None]) -> float | None:

@@ -1,9 +1,13 @@
-"""Dice and 95th-percentile Hausdorff distance per BraTS region, as challenge ranking uses.
+"""Segmentation metrics per BraTS region: Dice and HD95 (challenge ranking), IoU, sensitivity, specificity.
 
 Conventions (BraTS): both masks empty -> Dice 1 and HD95 0; exactly one empty -> Dice 0
 and HD95 = ``EMPTY_HD95`` (373.13 mm, the diagonal of the 240x240x155 1 mm BraTS grid).
 HD95 is the larger of the two directed 95th-percentile surface distances, in mm.
-Shared by validation during training and the ``evaluate`` command.
+IoU (Jaccard) follows the Dice rule for empty masks. Sensitivity TP / (TP + FN) is
+undefined (``None``) when the reference is empty; specificity TN / (TN + FP) is computed
+over the whole volume, as the BraTS evaluation does (so it is dominated by background and
+is close to 1 for any sensible prediction). ``region_scores`` (Dice, HD95) is what training
+validates with; ``region_metrics`` adds the rest for the ``evaluate`` command.
 """
 
 from __future__ import annotations
@@ -78,6 +82,41 @@ def region_scores(
         out[region] = {"dice": dice(p, g)}
         if with_hd95:
             out[region]["hd95"] = hd95(p, g, spacing)
+    return out
+
+
+def overlap_metrics(pred_mask: np.ndarray, gt_mask: np.ndarray) -> dict[str, float | None]:
+    """Dice, IoU, sensitivity and whole-volume specificity of two binary masks (empty rules above)."""
+    p, g = _as_bool(pred_mask), _as_bool(gt_mask)
+    if p.shape != g.shape:
+        raise ValueError(f"overlap metrics: shapes differ {p.shape} vs {g.shape}")
+    tp = int(np.logical_and(p, g).sum())
+    n_p, n_g = int(p.sum()), int(g.sum())
+    fp, fn = n_p - tp, n_g - tp
+    tn = p.size - tp - fp - fn
+    union = tp + fp + fn
+    return {
+        "dice": 1.0 if n_p + n_g == 0 else 2.0 * tp / (n_p + n_g),
+        "iou": 1.0 if union == 0 else tp / union,
+        "sensitivity": None if n_g == 0 else tp / n_g,
+        "specificity": None if tn + fp == 0 else tn / (tn + fp),
+    }
+
+
+def region_metrics(
+    pred_label: np.ndarray, gt_label: np.ndarray, spacing: float | Sequence[float] = 1.0
+) -> dict[str, dict[str, float | None]]:
+    """``{region: {dice, hd95, iou, sensitivity, specificity, reference_empty}}`` per BraTS region."""
+    pred, gt = np.asarray(_label_array(pred_label)), np.asarray(_label_array(gt_label))
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
+    out: dict[str, dict[str, float | None]] = {}
+    for region in REGIONS:
+        p, g = region_mask(pred, region), region_mask(gt, region)
+        scores = overlap_metrics(p, g)
+        out[region] = {"dice": scores["dice"], "hd95": hd95(p, g, spacing), "iou": scores["iou"],
+                       "sensitivity": scores["sensitivity"], "specificity": scores["specificity"],
+                       "reference_empty": float(not g.any())}  # fmt: skip
     return out
 
 

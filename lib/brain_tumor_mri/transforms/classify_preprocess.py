@@ -125,8 +125,8 @@ def _pil_to_array(img: Any) -> np.ndarray:
     return np.asarray(img, dtype=np.float32)
 
 
-def load_image_2d(path: str | Path) -> np.ndarray:
-    """Read a 2D image (PNG/JPEG/other PIL format, or NIfTI/NRRD) as float32 (H, W) grey."""
+def load_image_2d_raw(path: str | Path) -> np.ndarray:
+    """Read a 2D image as decoded: float32 (H, W) or (H, W, C) (colour kept, for the input checks)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path.name}: file not found")
@@ -138,10 +138,14 @@ def load_image_2d(path: str | Path) -> np.ndarray:
                 f"{path.name}: expected a 2D image, got a {data.ndim}D volume of shape {tuple(data.shape)}; "
                 "send 3D volumes as a four-sequence case"
             )
-        return to_grey(data, path.name)
+        return np.asarray(data, dtype=np.float32)
     with _open_pil(path) as img:
-        arr = _pil_to_array(img)
-    return to_grey(arr, path.name)
+        return _pil_to_array(img)
+
+
+def load_image_2d(path: str | Path) -> np.ndarray:
+    """Read a 2D image (PNG/JPEG/other PIL format, or NIfTI/NRRD) as float32 (H, W) grey."""
+    return to_grey(load_image_2d_raw(path), Path(path).name)
 
 
 def to_grey(array: np.ndarray, name: str = "image") -> np.ndarray:

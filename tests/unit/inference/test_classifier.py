@@ -17,6 +17,7 @@ from brain_tumor_mri.labels import TUMOR_CLASSES
 from brain_tumor_mri.networks.classifier import build_classification_network
 from brain_tumor_mri.server.infer_classification import BrainTumorClassInfer
 from tests.helpers.classification import TINY_NET, brain_slice, write_png
+from tests.helpers.consistency import save_constant_classifier
 
 
 @pytest.mark.parametrize(("dims", "channels", "shape"), [(2, 1, (2, 1, 32, 32)), (3, 4, (2, 4, 16, 16, 16))])
@@ -42,7 +43,8 @@ def test_probabilities_sum_to_one_and_are_deterministic(tiny_weights: Path, tmp_
     assert list(first.probabilities) == list(TUMOR_CLASSES)
     assert sum(first.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
     assert first == second and first.input_kind == "2d"
-    assert first.tumor_type == max(first.probabilities, key=first.probabilities.get)
+    assert first.best_guess == max(first.probabilities, key=first.probabilities.get)
+    assert first.tumor_type == (first.best_guess if first.confidence.level == "high" else "uncertain")
     case = clf.classify_case(*case_stack)
     assert case.input_kind == "3d" and sum(case.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
     assert case == clf.classify_case(*case_stack)
@@ -97,3 +99,58 @@ def test_infer_task_bad_input_is_422(tiny_weights: Path, tmp_path: Path) -> None
     with pytest.raises(HTTPException) as err:
         task({"image": str(lonely)})
     assert err.value.status_code == 422 and "missing sequence" in err.value.detail
+
+
+def test_answer_contract_confident_and_unlike_input(tmp_path: Path) -> None:
+    """A confident answer names the class; a non-brain picture keeps the probabilities but says uncertain."""
+    weights = tmp_path / "w"
+    save_constant_classifier(weights / "classification_2d.pt", "2d", answer="pituitary", logit=6.0)
+    save_constant_classifier(weights / "classification_3d.pt", "3d", answer="pituitary", logit=6.0)
+    clf = _classifier(weights)
+    sure = clf.classify_image(write_png(tmp_path / "slice.png", brain_slice(2, seed=5, size=128)))
+    params = sure.as_params()
+    assert params["tumor_type"] == params["best_guess"] == "pituitary"
+    conf = params["confidence"]
+    assert conf["level"] == "high" and conf["reasons"] == [] and conf["max_probability"] > 0.98
+    assert conf["thresholds"] == {"temperature": 1.0, "max_probability_min": 0.5, "energy_max": None,
+                                  "source": "default", "feature_distance_max": None}  # fmt: skip
+    assert conf["feature_distance"] is None  # no fitted feature statistics: the check is off
+    assert set(conf["input_stats"]) >= {"chroma", "foreground", "neighbour_correlation"}
+    assert conf["margin"] == pytest.approx(conf["max_probability"] - max(
+        v for k, v in params["probabilities"].items() if k != "pituitary"))  # fmt: skip
+    rng = np.random.default_rng(0)
+    noise = write_png(tmp_path / "noise.png", rng.integers(0, 256, (128, 128), dtype=np.uint8))
+    odd = clf.classify_image(noise).as_params()
+    assert odd["tumor_type"] == "uncertain" and odd["best_guess"] == "pituitary"
+    assert odd["confidence"]["level"] == "low" and "input.texture" in [r["code"] for r in odd["confidence"]["reasons"]]
+    assert odd["probabilities"] == pytest.approx(params["probabilities"])  # kept, only the verdict changes
+    json.dumps(odd)
+
+
+def test_low_probability_and_energy_make_an_answer_low(tmp_path: Path) -> None:
+    weights = tmp_path / "w"
+    save_constant_classifier(weights / "classification_2d.pt", "2d", answer="glioma", logit=0.5)  # p ~ 0.35
+    image = write_png(tmp_path / "slice.png", brain_slice(0, seed=1, size=128))
+    res = _classifier(weights).classify_image(image)
+    assert res.tumor_type == "uncertain" and [r.code for r in res.confidence.reasons] == ["model.max_probability"]
+    meta_path = weights / "classification_2d.json"
+    meta = json.loads(meta_path.read_text())
+    meta["calibration"] = {"temperature": 0.1, "ood": {"energy_max": -100.0, "max_probability_min": 0.5}}
+    meta_path.write_text(json.dumps(meta))  # T = 0.1: p = 1 / (1 + 3 e^-5); energy -0.5 is above -100
+    res = _classifier(weights).classify_image(image)
+    assert res.confidence.max_probability == pytest.approx(1 / (1 + 3 * np.exp(-5.0)))
+    assert res.confidence.energy == pytest.approx(-0.1 * (5.0 + np.log(1 + 3 * np.exp(-5.0))))
+    assert res.tumor_type == "uncertain" and [r.code for r in res.confidence.reasons] == ["model.energy"]
+
+
+def test_features_split_reproduces_the_network_output() -> None:
+    from brain_tumor_mri.inference.feature_ood import logits_and_features
+
+    net = build_classification_network(2, 1, **TINY_NET).eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.inference_mode():
+        logits, feats = logits_and_features(net, x)
+        assert torch.equal(logits, net(x)) and feats is not None and feats.shape[0] == 2 and feats.ndim == 2
+        plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 4)).eval()
+        out, none = logits_and_features(plain, x)
+        assert none is None and torch.equal(out, plain(x))
