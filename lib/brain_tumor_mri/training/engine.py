@@ -75,7 +75,7 @@ class LoopResult:
     status: str  # finished | early_stopped | time_limit | stopped
     best: Best
     history: list[dict[str, Any]] = field(default_factory=list)
-    first_step_at: float | None = None  # time.monotonic() of the first finished step
+    first_step_at: float | None = None  # time.monotonic() when the first step began (its batch ready)
 
 
 def make_schedule(kind: str, opt: torch.optim.Optimizer, epochs: int, patience: int) -> Any:
@@ -114,10 +114,10 @@ def _train_epoch(
         x, y = batch
         if len(x) < parts.min_batch:
             continue
+        if result.first_step_at is None:
+            result.first_step_at = t1
         losses.append(train_step(net, ctx.to_device(x), parts.target(y, ctx), parts.loss, ctx))
         t_step += time.monotonic() - t1
-        if result.first_step_at is None:
-            result.first_step_at = time.monotonic()
     return (sum(losses) / len(losses) if losses else float("nan")), t_data, t_step
 
 

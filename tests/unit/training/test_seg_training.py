@@ -142,3 +142,13 @@ def test_cli_trains_with_loader_workers(studies: Path, tmp_path: Path) -> None:
     assert result["published"] and result["cache"]["built"] == 3
     assert load_model(out, "segmentation").meta["training"]["command"].startswith("brain-tumor train segmentation")
     assert main(["train", "segmentation", str(studies), "--init", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_replay_source_is_cached_and_mixed_in(studies: Path, tmp_path: Path) -> None:
+    from tests.helpers.segmentation import make_datastore
+
+    replay = make_datastore(tmp_path / "original", n=2)  # same case ids as the primary datastore's first two
+    result = run_training(_opts(studies, tmp_path, epochs=1, replay_studies=replay, replay_fraction=0.5))
+    assert result.published and result.cache["n_train"] == 2
+    assert result.cache["built"] == 5  # 3 primary + 2 replay cases, never confused although their ids repeat
+    assert set(result.validation["trained"]) == {"case-01"}  # validation stays on the primary datastore
