@@ -71,6 +71,57 @@ def _models(key: str, value: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _training_keys() -> dict[str, tuple[str, Callable[[str, str], Any], str]]:
+    """The ``--conf`` keys of training (and of the inference memory budget it shares)."""
+    return {
+        "train_epochs": ("train_epochs", _number(int, 1, 10_000), "default max epochs for a training run"),
+        "train_lr": ("train_lr", _number(float, 1e-7, 1.0), "fine-tuning learning rate"),
+        "train_val_fraction": ("train_val_fraction", _number(float, 0.0, 0.9), "validation split, by case"),
+        "train_patience": ("train_patience", _number(int, 1, 10_000), "early-stopping patience in epochs"),
+        "train_amp": ("train_amp", _bool, "mixed precision (GPU) / bf16 (CPU) in training"),
+        "train_batch_size": (
+            "train_batch_size",
+            _number(int, 0, 1024),
+            "samples per step; 0 = auto (CPU: 2 patches / 16 images; GPU: the largest that fits)",
+        ),
+        "train_patch": (
+            "train_patch",
+            _patch,
+            "segmentation training patch edge (voxels, multiple of 16); 0 = 96 at >= 2 mm, 128 finer",
+        ),
+        "train_fg_fraction": (
+            "train_fg_fraction",
+            _number(float, 0.0, 1.0),
+            "share of training patches centred on tumour (foreground oversampling)",
+        ),
+        "train_domain_random": (
+            "train_domain_random",
+            _number(float, 0.0, 2.0),
+            "strength of the SynthSeg-style domain randomisation in training; 0 = off",
+        ),
+        "train_workers": (
+            "train_workers",
+            _number(int, -1, 64),
+            "DataLoader worker processes; -1 = half the CPU cores (at most 8)",
+        ),
+        "train_cache_dir": (
+            "train_cache_dir",
+            _text,
+            "folder of the preprocessed-case cache; empty = <studies>/model/cache",
+        ),
+        "train_cache_ram_mb": (
+            "train_cache_ram_mb",
+            _number(float, 0.0, 1e7),
+            "hold a run's preprocessed cases in RAM only when they fit this (MB); else stream from disk",
+        ),
+        "infer_memory_mb": (
+            "infer_memory_mb",
+            _number(float, 1.0, 1e7),
+            "segmentation: one full-volume pass when its estimated memory fits (MB), else sliding window",
+        ),
+    }
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """Everything the app's tasks need; built once in ``main.py`` and passed down."""
@@ -129,51 +180,7 @@ class AppConfig:
             ),
             "infer_concurrency": ("infer_concurrency", _number(int, 1, 16), "concurrent inference passes"),
             "max_queue": ("max_queue", _number(int, 0, 1000), "waiting inference requests before 503"),
-            "train_epochs": ("train_epochs", _number(int, 1, 10_000), "default max epochs for a training run"),
-            "train_lr": ("train_lr", _number(float, 1e-7, 1.0), "fine-tuning learning rate"),
-            "train_val_fraction": ("train_val_fraction", _number(float, 0.0, 0.9), "validation split, by case"),
-            "train_patience": ("train_patience", _number(int, 1, 10_000), "early-stopping patience in epochs"),
-            "train_amp": ("train_amp", _bool, "mixed precision (GPU) / bf16 (CPU) in training"),
-            "train_batch_size": (
-                "train_batch_size",
-                _number(int, 0, 1024),
-                "samples per step; 0 = auto (CPU: 2 patches / 16 images; GPU: the largest that fits)",
-            ),
-            "train_patch": (
-                "train_patch",
-                _patch,
-                "segmentation training patch edge (voxels, multiple of 16); 0 = 96 at >= 2 mm, 128 finer",
-            ),
-            "train_fg_fraction": (
-                "train_fg_fraction",
-                _number(float, 0.0, 1.0),
-                "share of training patches centred on tumour (foreground oversampling)",
-            ),
-            "train_domain_random": (
-                "train_domain_random",
-                _number(float, 0.0, 2.0),
-                "strength of the SynthSeg-style domain randomisation in training; 0 = off",
-            ),
-            "train_workers": (
-                "train_workers",
-                _number(int, -1, 64),
-                "DataLoader worker processes; -1 = half the CPU cores (at most 8)",
-            ),
-            "train_cache_dir": (
-                "train_cache_dir",
-                _text,
-                "folder of the preprocessed-case cache; empty = <studies>/model/cache",
-            ),
-            "train_cache_ram_mb": (
-                "train_cache_ram_mb",
-                _number(float, 0.0, 1e7),
-                "hold a run's preprocessed cases in RAM only when they fit this (MB); else stream from disk",
-            ),
-            "infer_memory_mb": (
-                "infer_memory_mb",
-                _number(float, 1.0, 1e7),
-                "segmentation: one full-volume pass when its estimated memory fits (MB), else sliding window",
-            ),
+            **_training_keys(),
             "mc_samples": ("mc_samples", _number(int, 2, 32), "Monte-Carlo dropout passes for epistemic scoring"),
             "tta_samples": ("tta_samples", _number(int, 2, 8), "augmented passes for TTA scoring"),
             "seed": ("seed", _number(int, 0, 2**31 - 1), "random seed for training and the random strategy"),

@@ -53,6 +53,8 @@ def _worker(
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank {rank} %(levelname)s %(message)s")
     if backend == "gloo":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // opts.nproc))
+    else:
+        torch.cuda.set_device(rank)  # before the first collective, which runs on the current device
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank),
                       LOCAL_WORLD_SIZE=str(opts.nproc))  # fmt: skip
     dist.init_process_group(backend, rank=rank, world_size=opts.nproc, timeout=TIMEOUT)
