@@ -14,8 +14,8 @@ from brain_tumor_mri.training.options import TrainOptions
 from brain_tumor_mri.training.request import parse_train_request
 
 SERVER_CONF = {"seed": "5", "train_amp": "false", "bf16": "off", "seg_spacing": "1.5",
-               "allow_missing_sequences": "true", "train_epochs": "7", "train_domain_random": "0.25", "train_cache_dir": "/tmp/x-cache",
-               "train_workers": "0", "train_patch": "64"}  # fmt: skip
+               "allow_missing_sequences": "true", "train_epochs": "7", "train_domain_random": "0.25",
+               "train_cache_dir": "/tmp/x-cache", "train_workers": "0", "train_patch": "64"}  # fmt: skip
 
 
 def test_server_config_and_request_reach_the_options(tmp_path: Path) -> None:
