@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,39 @@ from brain_tumor_mri.networks.store import ModelStore
 from brain_tumor_mri.runtime import to_memory_format, use_reduced_precision
 from brain_tumor_mri.server.scoring import merge_score, served_version
 from brain_tumor_mri.server.strategies import Random, UncertaintyStrategy
-from brain_tumor_mri.training.loop import StepContext, train_epoch
+from brain_tumor_mri.training.cache_file import CacheEntry
+from brain_tumor_mri.training.cases import CaseSpec
+from brain_tumor_mri.training.datasets import make_loader
 from brain_tumor_mri.training.metrics import dice
-from brain_tumor_mri.training.seg_data import SegCase
-from brain_tumor_mri.training.segmentation import SegTrainSettings, train_segmentation
+from brain_tumor_mri.training.options import TrainOptions
+from brain_tumor_mri.training.run_model import train_stores
+from brain_tumor_mri.training.sampler import PlanSampler, foreground_coords
+from brain_tumor_mri.training.seg_model import SegModel, dice_bce_loss
+from brain_tumor_mri.training.step import StepContext, train_step
+from brain_tumor_mri.training.store import CaseStore
 
 logger = logging.getLogger(__name__)
 
 UNCERTAINTY_METHODS = ("epistemic", "tta")
+
+
+@dataclass(frozen=True)
+class SegCase:
+    """One generated, preprocessed case held in memory: image (4, x, y, z), label (x, y, z) uint8."""
+
+    case_id: str
+    image: torch.Tensor
+    label: torch.Tensor
+
+
+def memory_store(cases: list[SegCase]) -> CaseStore:
+    """The engine's view of in-memory cases (the entries the cache would hold for them)."""
+    specs = [CaseSpec(c.case_id, (), "memory") for c in cases]
+    entries = [
+        CacheEntry({"image": c.image.numpy(), "label": c.label.numpy(), "fg": foreground_coords(c.label.numpy(), i)})
+        for i, c in enumerate(cases)
+    ]
+    return CaseStore.in_memory(specs, entries)
 
 
 class MemoryDatastore:
@@ -75,7 +100,7 @@ class SimSettings:
     batch: int = 4
     rounds: int = 4
     samples: int = 4  # stochastic passes per uncertainty score
-    train: SegTrainSettings = field(default_factory=SegTrainSettings)
+    train: TrainOptions = field(default_factory=lambda: TrainOptions("segmentation", Path("."), Path(".")))
     initial_epochs: int = 20
 
 
@@ -112,36 +137,42 @@ def evaluate(seg: Segmenter, cases: list[SegCase]) -> dict[str, float]:
     return out
 
 
-def train_initial(settings: SegTrainSettings, cases: list[SegCase], weights: Path, run_dir: Path) -> None:
-    """Train the starting model from scratch with the app's training run (it always publishes)."""
-    result = train_segmentation(settings, cases, cases, None, weights, run_dir)
+def train_initial(opts: TrainOptions, cases: list[SegCase], weights: Path, run_dir: Path) -> None:
+    """Train the starting model from scratch with the app's engine (it always publishes)."""
+    store = memory_store(cases)
+    data = (store, store, {"n_train": len(cases)})
+    result = train_stores(SegModel(opts, None), opts, data, weights, run_dir)
     if not result.published:
         raise RuntimeError(f"the initial model was not published: {result.decision}")
 
 
-def fine_tune(settings: SegTrainSettings, cases: list[SegCase], weights: Path) -> float:
-    """Fine-tune ``weights`` in place on the labelled ``cases`` for ``settings.epochs``; mean loss.
+def fine_tune(opts: TrainOptions, cases: list[SegCase], weights: Path) -> float:
+    """Fine-tune ``weights`` in place on the labelled ``cases`` for ``opts.epochs``; mean loss.
 
-    Uses the training loop of ``trainers`` but keeps the last epoch instead of gating on
-    validation: the only validation data an annotation loop has are the labelled cases
-    themselves, and a gate on them rejects more updates after hard (uncertain) picks, which
-    would freeze exactly the curves being compared.
+    Uses the engine's patch dataset, sampler and step but keeps the last epoch instead of
+    gating on validation: the only validation data an annotation loop has are the labelled
+    cases themselves, and a gate on them rejects more updates after hard (uncertain)
+    picks, which would freeze exactly the curves being compared.
     """
     loaded = load_model(weights, "segmentation")
     device = torch.device("cpu")
-    reduced = use_reduced_precision(device, settings.bf16) and settings.amp
+    reduced = use_reduced_precision(device, opts.bf16) and opts.amp
     net = to_memory_format(loaded.network, reduced)
-    opt = torch.optim.AdamW(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    ctx = StepContext(device, reduced, reduced, opt)
-    gen = torch.Generator().manual_seed(settings.seed)
-    n_samples = settings.samples_per_epoch or max(len(cases), 16)
-    losses = [
-        train_epoch(net, cases, ctx, gen, settings.augment, settings.batch_size, n_samples)
-        for _ in range(settings.epochs)
-    ]
+    ctx = StepContext(device, reduced, reduced, torch.optim.AdamW(net.parameters(), lr=opts.lr or 2e-4,
+                                                                  weight_decay=1e-5))  # fmt: skip
+    model = SegModel(opts, None)
+    store = memory_store(cases)
+    sampler = PlanSampler(model.plan([s for s in store.specs], 0), model.samples_per_epoch(len(cases)))
+    loader = make_loader(model.dataset(store), sampler, opts.batch_size or 2, 0, device)
+    losses = []
+    net.train()
+    for epoch in range(1, opts.epochs + 1):
+        sampler.set_epoch(epoch)
+        for x, y in loader:
+            losses.append(train_step(net, ctx.to_device(x), model.target(y, ctx), dice_bce_loss, ctx))
     net.eval()
     save_model(net.to(memory_format=torch.contiguous_format), weights, loaded.meta)  # type: ignore[call-overload]
-    return float(np.mean([x for x in losses if x is not None]))
+    return float(np.mean(losses)) if losses else float("nan")
 
 
 def pick(
@@ -193,7 +224,7 @@ def run_strategy(
     ds = MemoryDatastore(sorted(pool), set(initial), work / "no-studies")
     seg = make_segmenter(weights, sim.train.spacing)
     results = [RoundResult(seed, strategy, 0, len(initial), evaluate(seg, test), sorted(initial), 0.0)]
-    train = replace(sim.train, seed=seed)
+    train = sim.train.replace(seed=seed)
     for rnd in range(1, sim.rounds + 1):
         t0 = time.monotonic()
         picked = pick(strategy, ds, pool, seg, sim, seed * 1000 + rnd)
@@ -224,7 +255,7 @@ def initial_model(seed: int, pool: dict[str, SegCase], work: Path, sim: SimSetti
     rng = np.random.default_rng(seed)
     initial = sorted(rng.choice(sorted(pool), size=sim.initial, replace=False).tolist())
     weights = work / f"seed{seed}-initial" / "segmentation.pt"
-    settings = replace(sim.train, seed=seed, epochs=sim.initial_epochs, patience=sim.initial_epochs)
+    settings = sim.train.replace(seed=seed, epochs=sim.initial_epochs, patience=sim.initial_epochs)
     train_initial(settings, [pool[i] for i in initial], weights, weights.parent / "run")
     return initial, weights
 

@@ -1,5 +1,7 @@
 """``brain-tumor-dev benchmark``: segmentation (and classification) speed and memory.
 
+``--training`` measures training at growing scale instead (``bench_training``).
+
 On a BraTS-size synthetic case (240x240x155, four sequences) it measures, in one run:
 our pipeline end to end through a real server (client request to label file), our
 pipeline in-process, and the stock MONAI Label style baseline in-process; each
@@ -32,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker", choices=["ours", "baseline"], help=argparse.SUPPRESS)
     p.add_argument("--case", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    from .bench_training import add_arguments as add_training
+
+    add_training(p)
 
 
 def _peak_rss_mb() -> float:
@@ -165,6 +170,12 @@ def _classifier_model_time(studies: Path, repeats: int = 20) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     if args.worker:
         return _worker(args)
+    if args.training:
+        from .bench_training import run_training_benchmark
+
+        if args.out == Path("docs/benchmark.json"):
+            args.out, args.markdown = Path("docs/benchmark_training.json"), Path("docs/benchmark_training.md")
+        return run_training_benchmark(args)
     import torch
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bt-bench-"))

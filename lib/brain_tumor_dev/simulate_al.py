@@ -15,7 +15,6 @@ import json
 import logging
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +68,9 @@ def generate(index: int, seed: int, spacing: float) -> tuple[np.ndarray, np.ndar
 
 def load_cases(n: int, first_index: int, args: argparse.Namespace) -> dict[str, Any]:
     """Generate and preprocess ``n`` cases (id -> SegCase) once for every strategy and seed."""
-    from brain_tumor_mri.training.seg_data import SegCase
     from brain_tumor_mri.transforms.preprocess import prepare_case
+
+    from .al_simulation import SegCase
 
     cases = {}
     for i in range(first_index, first_index + n):
@@ -84,17 +84,16 @@ def load_cases(n: int, first_index: int, args: argparse.Namespace) -> dict[str, 
 
 def sim_settings(args: argparse.Namespace) -> Any:
     """Simulation and training settings from the command line."""
-    from brain_tumor_mri.training.segmentation import SegTrainSettings
-    from brain_tumor_mri.transforms.augment import AugmentSettings
+    from brain_tumor_mri.training.options import TrainOptions
 
     from .al_simulation import SimSettings
 
     channels = [int(c) for c in args.channels.split(",")]
-    train = SegTrainSettings(
-        epochs=args.epochs, lr=args.lr, patience=args.epochs, batch_size=2, samples_per_epoch=args.samples_per_epoch,
-        device="cpu", spacing=args.spacing, network={"channels": channels, "strides": [2] * (len(channels) - 1),
-                                                     "num_res_units": 1},
-        augment=AugmentSettings(patch=(args.patch,) * 3), command="simulate-active-learning",
+    train = TrainOptions(
+        "segmentation", Path("."), Path("."), epochs=args.epochs, lr=args.lr, patience=args.epochs, batch_size=2,
+        samples_per_epoch=args.samples_per_epoch, device="cpu", spacing=args.spacing, patch=args.patch,
+        network={"channels": channels, "strides": [2] * (len(channels) - 1), "num_res_units": 1},
+        command="simulate-active-learning", workers=0,
     )  # fmt: skip
     return SimSettings(args.initial, args.batch, args.rounds, args.samples, train, args.initial_epochs)
 
@@ -194,7 +193,7 @@ def simulate(args: argparse.Namespace, work: Path) -> int:
     saved = simmod.labels_saved(curves) if "random" in curves else {}
     summary = {
         "settings": {k: v for k, v in vars(args).items() if k not in ("func",)},
-        "train": asdict(sim.train),
+        "train": sim.train.to_record(),
         "curves": {
             s: {str(n): {"mean": m, "sd": sd, "seeds": k} for n, (m, sd, k) in c.items()} for s, c in curves.items()
         },

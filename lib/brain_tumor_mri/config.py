@@ -50,6 +50,17 @@ def _number(kind: type, lo: float, hi: float) -> Callable[[str, str], Any]:
     return parse
 
 
+def _patch(key: str, value: str) -> int:
+    v = _number(int, 0, 512)(key, value)
+    if v % 16:
+        raise ValueError(f"--conf {key} {value!r}: expected 0 or a multiple of 16")
+    return int(v)
+
+
+def _text(key: str, value: str) -> str:
+    return value.strip()
+
+
 def _models(key: str, value: str) -> tuple[str, ...]:
     names = [m.strip() for m in value.split(",") if m.strip()]
     if names == ["all"]:
@@ -58,6 +69,57 @@ def _models(key: str, value: str) -> tuple[str, ...]:
     if bad or not names:
         raise ValueError(f"--conf {key} {value!r}: unknown model(s) {bad}; expected 'all' or any of {MODELS}")
     return tuple(dict.fromkeys(names))
+
+
+def _training_keys() -> dict[str, tuple[str, Callable[[str, str], Any], str]]:
+    """The ``--conf`` keys of training (and of the inference memory budget it shares)."""
+    return {
+        "train_epochs": ("train_epochs", _number(int, 1, 10_000), "default max epochs for a training run"),
+        "train_lr": ("train_lr", _number(float, 1e-7, 1.0), "fine-tuning learning rate"),
+        "train_val_fraction": ("train_val_fraction", _number(float, 0.0, 0.9), "validation split, by case"),
+        "train_patience": ("train_patience", _number(int, 1, 10_000), "early-stopping patience in epochs"),
+        "train_amp": ("train_amp", _bool, "mixed precision (GPU) / bf16 (CPU) in training"),
+        "train_batch_size": (
+            "train_batch_size",
+            _number(int, 0, 1024),
+            "samples per step; 0 = auto (CPU: 2 patches / 16 images; GPU: the largest that fits)",
+        ),
+        "train_patch": (
+            "train_patch",
+            _patch,
+            "segmentation training patch edge (voxels, multiple of 16); 0 = 96 at >= 2 mm, 128 finer",
+        ),
+        "train_fg_fraction": (
+            "train_fg_fraction",
+            _number(float, 0.0, 1.0),
+            "share of training patches centred on tumour (foreground oversampling)",
+        ),
+        "train_domain_random": (
+            "train_domain_random",
+            _number(float, 0.0, 2.0),
+            "strength of the SynthSeg-style domain randomisation in training; 0 = off",
+        ),
+        "train_workers": (
+            "train_workers",
+            _number(int, -1, 64),
+            "DataLoader worker processes; -1 = half the CPU cores (at most 8)",
+        ),
+        "train_cache_dir": (
+            "train_cache_dir",
+            _text,
+            "folder of the preprocessed-case cache; empty = <studies>/model/cache",
+        ),
+        "train_cache_ram_mb": (
+            "train_cache_ram_mb",
+            _number(float, 0.0, 1e7),
+            "hold a run's preprocessed cases in RAM only when they fit this (MB); else stream from disk",
+        ),
+        "infer_memory_mb": (
+            "infer_memory_mb",
+            _number(float, 1.0, 1e7),
+            "segmentation: one full-volume pass when its estimated memory fits (MB), else sliding window",
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -80,6 +142,14 @@ class AppConfig:
     train_val_fraction: float = 0.2
     train_patience: int = 8
     train_amp: bool = True
+    train_batch_size: int = 0  # 0: auto (CPU 2 patches / 16 images; GPU: as many as fit)
+    train_patch: int = 0  # segmentation patch edge in voxels; 0: 96 at >= 2 mm, else 128
+    train_fg_fraction: float = 0.5  # share of patches centred on tumour (nnU-Net style oversampling)
+    train_domain_random: float = 1.0  # strength of SynthSeg-style domain randomisation; 0 = off
+    train_workers: int = -1  # DataLoader worker processes; -1: half the CPU cores (at most 8)
+    train_cache_dir: str = ""  # preprocessed-case cache; "": <studies>/model/cache
+    train_cache_ram_mb: float = 1024.0  # keep the run's cases in RAM only when they fit this
+    infer_memory_mb: float = 2048.0  # full-volume pass when its estimate fits, else sliding window
     mc_samples: int = 3  # MC-dropout passes: 3 keeps scoring within 5x a plain inference (measured 4.3x)
     tta_samples: int = 4  # flips for test-time-augmentation scoring
     seed: int = 0
@@ -112,11 +182,7 @@ class AppConfig:
             ),
             "infer_concurrency": ("infer_concurrency", _number(int, 1, 16), "concurrent inference passes"),
             "max_queue": ("max_queue", _number(int, 0, 1000), "waiting inference requests before 503"),
-            "train_epochs": ("train_epochs", _number(int, 1, 10_000), "default max epochs for a training run"),
-            "train_lr": ("train_lr", _number(float, 1e-7, 1.0), "fine-tuning learning rate"),
-            "train_val_fraction": ("train_val_fraction", _number(float, 0.0, 0.9), "validation split, by case"),
-            "train_patience": ("train_patience", _number(int, 1, 10_000), "early-stopping patience in epochs"),
-            "train_amp": ("train_amp", _bool, "mixed precision (GPU) / bf16 (CPU) in training"),
+            **_training_keys(),
             "mc_samples": ("mc_samples", _number(int, 2, 32), "Monte-Carlo dropout passes for epistemic scoring"),
             "tta_samples": ("tta_samples", _number(int, 2, 8), "augmented passes for TTA scoring"),
             "seed": ("seed", _number(int, 0, 2**31 - 1), "random seed for training and the random strategy"),

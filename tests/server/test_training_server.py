@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import requests
 
+from brain_tumor_dev.server_process import copy_studies
 from brain_tumor_mri.imageio import load_volume, save_label
 from brain_tumor_mri.layout import list_cases
 
@@ -26,12 +27,33 @@ SLICER_LABEL_INFO = {
 }
 
 
+#: Non-default training settings on the server's command line: they must reach the training run,
+#: which MONAI Label starts in a subprocess of its own.
+TRAIN_CONF = {"seed": "5", "train_amp": "false", "bf16": "off", "seg_spacing": "3", "train_patch": "64",
+              "train_domain_random": "0.5", "train_workers": "0", "allow_missing_sequences": "true"}  # fmt: skip
+
+
+@pytest.fixture()
+def conf_server(imported_studies, tmp_path):
+    """A server of its own, started with ``TRAIN_CONF``."""
+    srv = Server(
+        copy_studies(imported_studies, tmp_path / "studies"),
+        {"models": "all", **TRAIN_CONF},
+        env={"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"},
+    )
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
 def _version(srv: Server, case_id: str) -> str:
     return srv.client.infer("segmentation", case_id, {})[1]["model_version"]
 
 
-def test_corrections_retrain_and_hot_swap(private_server, tmp_path):
-    srv, client = private_server, private_server.client
+def test_corrections_retrain_with_the_servers_conf_and_hot_swap(conf_server, tmp_path):
+    srv, client = conf_server, conf_server.client
     unlabelled = sorted(set(list_cases(srv.studies, kind="3d")) & set(client.datastore()["objects"]))
     case_id = next(c for c in unlabelled if not (srv.studies / "labels" / "final" / f"{c}.nii.gz").exists())
     before = _version(srv, case_id)
@@ -60,6 +82,14 @@ def test_corrections_retrain_and_hot_swap(private_server, tmp_path):
     assert 0.0 <= stats["best_metric"] <= 1.0
     after = _version(srv, case_id)
     assert after != before and after == stats["model_version"]
+    # what the run decided on is reported, and the server's --conf reached the training subprocess
+    assert stats["decision_basis"]["rule"] == "beats_initial" and stats["decision_basis"]["n_val"] >= 1
+    assert any("decision_basis" in line for line in task["details"])
+    meta = json.loads((srv.studies / "model" / "segmentation.json").read_text(encoding="utf-8"))
+    options = meta["training"]["options"]
+    assert (options["seed"], options["amp"], options["bf16"], options["domain_random"]) == (5, False, "off", 0.5)
+    assert options["allow_missing"] is True and options["workers"] == 0
+    assert meta["spacing"] == 3.0 and meta["patch"] == [64, 64, 64]
 
 
 def next_ids(client, n: int) -> set[str]:

@@ -1,44 +1,28 @@
-"""Options and helpers every ``brain-tumor train`` target shares.
+"""The ``brain-tumor train`` options every model shares, and the ``TrainOptions`` they become.
 
-Kept apart from ``train`` (which dispatches to the targets) so a target module can use
-them without importing the dispatcher that imports it.
+Defaults come from the same typed ``AppConfig`` the server parses its ``--conf`` into
+(here with no ``--conf``: the documented defaults), so a flag left out means exactly what
+the server would use; ``options_from_args`` then applies the flags that were given.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 from ..config import AppConfig
+from ..training.options import TrainOptions
 
 logger = logging.getLogger(__name__)
 
 
-def app_config(studies: str | Path) -> AppConfig:
-    """The default config for ``studies`` (shipped weights from ``$BRAIN_TUMOR_WEIGHTS_DIR`` or the checkout)."""
-    return AppConfig.from_conf({}, None, studies)
-
-
-def add_common_arguments(
-    p: argparse.ArgumentParser,
-    weights_name: str,
-    *,
-    out_is_dir: bool = False,
-    batch_size: int = 2,
-    batch_unit: str = "patches",
-    lr_help: str = "learning rate (default: config train_lr)",
-) -> None:
-    """Options every training target shares (data, schedule, output, device)."""
+def add_common_arguments(p: argparse.ArgumentParser, weights_name: str, *, out_is_dir: bool = False) -> None:
+    """Options every training target shares (data, schedule, output, device, data loading)."""
     out_help = f"publish {'into DIR' if out_is_dir else 'to'} (default: STUDIES/model/{weights_name})"
     p.add_argument("studies", type=Path, metavar="STUDIES", help="datastore folder (MONAI Label studies)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default: config train_epochs)")
-    p.add_argument("--lr", type=float, help=lr_help)
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the model's)")
     p.add_argument("--init", default="auto", metavar="WEIGHTS|auto|none",
                    help="weights to fine-tune; auto = the currently served model; none = from scratch")  # fmt: skip
     p.add_argument("--out", type=Path, metavar="DIR" if out_is_dir else "WEIGHTS", help=out_help)
@@ -46,38 +30,50 @@ def add_common_arguments(
     p.add_argument("--seed", type=int, help="random seed (default: config seed)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train (default: config device)")
     p.add_argument("--bf16", choices=("auto", "on", "off"), help="bf16 autocast on the CPU (default: auto)")
-    p.add_argument("--val-fraction", type=float, help="validation split by case (default: config)")
+    p.add_argument("--no-amp", action="store_true", help="full fp32 (no bf16 on the CPU, no fp16 on a GPU)")
+    p.add_argument("--val-fraction", type=float, help="validation split (default: config train_val_fraction)")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs (default: config)")
-    p.add_argument("--batch-size", type=int, default=batch_size, help=f"{batch_unit} per step (default: {batch_size})")
+    p.add_argument("--batch-size", type=int, help="samples per step (default: auto; CPU 2 patches / 16 images)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="wall-time budget; the best epoch so far is kept")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this node: nccl on GPUs, gloo on CPU (default: 1)")  # fmt: skip
+    p.add_argument("--workers", type=int, help="DataLoader worker processes (default: half the cores, <= 8)")
+    p.add_argument("--cache-dir", type=Path, help="preprocessed-case cache (default: STUDIES/model/cache)")
+    p.add_argument("--cache-ram-mb", type=float, help="hold cases in RAM when they fit this (default: 1024)")
+    p.add_argument("--domain-random", type=float, help="domain randomisation strength, 0 = off (default: 1)")
+    p.add_argument("--replay", type=Path, metavar="STUDIES", help="second datastore mixed into every epoch")
+    p.add_argument("--replay-fraction", type=float, default=0.0, help="share of samples drawn from --replay")
 
 
-def resolve_init(choice: str, published: Path, shipped: Path) -> Path | None:
-    """``auto`` -> published, else shipped, else None; ``none`` -> None; else that file."""
-    if choice == "none":
-        return None
-    if choice == "auto":
-        return next((p for p in (published, shipped) if p.is_file() and p.with_suffix(".json").is_file()), None)
-    path = Path(choice)
-    if not path.is_file():
-        raise ValueError(f"--init {choice}: weights file not found")
-    return path
+#: CLI flag (argparse dest) -> options field, for flags whose value is taken as given
+_FLAGS = {"epochs": "epochs", "lr": "lr", "seed": "seed", "device": "device", "bf16": "bf16",
+          "val_fraction": "val_fraction", "patience": "patience", "batch_size": "batch_size", "workers": "workers",
+          "cache_ram_mb": "cache_ram_mb", "domain_random": "domain_random", "nproc": "nproc",
+          "max_minutes": "max_minutes", "replay_fraction": "replay_fraction", "samples_per_epoch": "samples_per_epoch",
+          "fg_fraction": "fg_fraction", "schedule": "schedule", "input_size": "input_size"}  # fmt: skip
 
 
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[Callable[[], bool]]:
-    """A ``should_stop`` that turns SIGTERM into a clean stop (nothing is published)."""
-    state = {"stop": False}
-
-    def handle(signum: int, frame: Any) -> None:
-        """Remember the request; the run checks it between steps."""
-        logger.warning("stop requested (signal %d); finishing without publishing", signum)
-        state["stop"] = True
-
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, handle) if in_main else None
-    try:
-        yield lambda: state["stop"]
-    finally:
-        if in_main:
-            signal.signal(signal.SIGTERM, previous)
+def options_from_args(args: argparse.Namespace, model: str) -> TrainOptions:
+    """The run's options: config defaults for ``args.studies``, then every flag that was given."""
+    cfg = AppConfig.from_conf({}, None, args.studies)
+    opts = TrainOptions.from_config(cfg, model)
+    changes = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag, None) is not None}
+    for name in ("out", "run_dir", "cache_dir", "replay"):
+        value = getattr(args, name, None)
+        if value is not None:
+            changes["replay_studies" if name == "replay" else name] = Path(value).resolve()
+    changes["init"] = args.init if args.init in ("auto", "none") else str(Path(args.init).resolve())
+    if args.no_amp:
+        changes["amp"] = False
+    if getattr(args, "allow_missing_sequences", False):
+        changes["allow_missing"] = True
+    if model == "segmentation" and args.patch is not None:
+        changes["patch"] = args.patch
+    if getattr(args, "spacing", None) is not None:
+        changes["spacing" if model == "segmentation" else "class_spacing"] = args.spacing
+    if model == "classification":
+        changes["kinds"] = ("2d", "3d") if args.kind == "both" else (args.kind,)
+    if model == "segmentation" and args.spacing is not None and args.init != "none":
+        raise ValueError("--spacing applies to training from scratch (--init none); fine-tuning keeps the "
+                         "initial model's spacing")  # fmt: skip
+    return opts.replace(**changes).checked()

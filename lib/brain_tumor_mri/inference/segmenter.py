@@ -1,7 +1,10 @@
-"""Segmentation of a four-sequence case: preprocess, one warm full-volume pass, restore.
+"""Segmentation of a four-sequence case: preprocess, network over the case, restore.
 
-Used by the MONAI Label infer task, the offline ``segment`` command, the benchmark and
-active-learning scoring, so they all run the same code.
+The network covers the case in one full-volume pass, or by Gaussian-blended sliding
+windows when the weights' sidecar allows it and a full pass would not fit the memory
+budget (``inference.inferer``). Used by the MONAI Label infer task, the offline
+``segment`` command, the benchmark, training validation and active-learning scoring, so
+they all run the same code.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import torch
 from ..labels import REGION_CHANNELS, SEG_LABELS, SEQUENCES, regions_to_label
 from ..networks.checkpoint import LoadedModel
 from ..networks.store import ModelStore
-from ..runtime import autocast
 from ..transforms.preprocess import Prepared, prepare_case, restore
+from .inferer import InfererSpec, choose, memory_budget_mb, network_logits
 from .measure import tumor_measurements
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ class Segmentation:
     probs: np.ndarray  # (3, x, y, z) region probabilities on the input grid
     measurements: dict[str, Any]
     model_version: str
+    inferer: str = "full"  # full | sliding_window
 
 
 def store_expectations() -> dict[str, Any]:
@@ -48,10 +52,17 @@ def enable_mc_dropout(network: torch.nn.Module, enabled: bool) -> None:
 class Segmenter:
     """Runs the served segmentation model on (4, x, y, z) arrays."""
 
-    def __init__(self, store: ModelStore, spacing: float, reduced_precision: bool) -> None:
+    def __init__(self, store: ModelStore, spacing: float, reduced_precision: bool, memory_mb: float = 2048.0) -> None:
         self.store = store
         self.spacing = spacing
         self.reduced = reduced_precision
+        self.memory_mb = memory_mb
+
+    def inferer_for(self, model: LoadedModel, shape: tuple[int, ...]) -> tuple[str, InfererSpec]:
+        """``full`` or ``sliding_window`` for a prepared image of ``shape`` with ``model``."""
+        spec = InfererSpec.from_meta(model.meta)
+        budget = memory_budget_mb(self.memory_mb, self.store.device)
+        return choose(spec, model.meta.get("network", {}), shape, self.reduced, budget), spec
 
     def working_spacing(self, meta: dict | None = None) -> float:
         """The spacing the served weights were trained at (sidecar), else the configured one."""
@@ -79,16 +90,15 @@ class Segmenter:
         Pass the ``model`` the image was prepared for, so a model published between the two
         steps cannot pair one model's spacing with another's weights.
         """
-        net = (model or self.store.get()).network
+        model = model or self.store.get()
+        net = model.network
+        mode, spec = self.inferer_for(model, tuple(image.shape[1:]))
         x = image[None].to(self.store.device)
         if flips:
             x = torch.flip(x, dims=[d + 2 for d in flips])
-        if self.store.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
         enable_mc_dropout(net, mc_dropout)
         try:
-            with autocast(self.store.device, self.reduced):
-                logits = net(x)
+            logits = network_logits(net, x, self.store.device, self.reduced, self.store.channels_last, mode, spec)
         finally:
             enable_mc_dropout(net, False)
         probs = torch.sigmoid(logits.float())
@@ -102,4 +112,5 @@ class Segmenter:
         prepared = self.prepare(stack, affine, model=model)
         probs = restore(self.forward(prepared.image, model=model), prepared.geometry)
         label = regions_to_label(probs)
-        return Segmentation(label, probs, tumor_measurements(label, affine), model.version)
+        mode, _ = self.inferer_for(model, tuple(prepared.image.shape[1:]))
+        return Segmentation(label, probs, tumor_measurements(label, affine), model.version, mode)

@@ -67,7 +67,10 @@ class ServedModels:
 
     def segmenter(self) -> Segmenter:
         """The segmentation pipeline on the served model."""
-        return self._get("segmenter", lambda: Segmenter(self.seg_store(), self.cfg.seg_spacing, self.reduced))
+        return self._get(
+            "segmenter",
+            lambda: Segmenter(self.seg_store(), self.cfg.seg_spacing, self.reduced, self.cfg.infer_memory_mb),
+        )
 
     def classifier(self) -> Classifier:
         """The 2D and 3D tumour-type classifiers on the served models."""

@@ -1,13 +1,16 @@
-"""MONAI Label train tasks: ``POST /train/{model}`` runs the same code as ``brain-tumor train``.
+"""MONAI Label train tasks: ``POST /train/{model}`` runs ``run_training`` with the server's config.
 
-The request is turned into the CLI's own arguments and parsed by the CLI's parser, so the
-server and the command line share one implementation (and one set of checks). Stats come
-from the newest run's ``result.json``, which Slicer's accuracy bar reads as best_metric.
+MONAI Label runs every training in a fresh subprocess that re-imports the app with the
+server's own ``--conf``, so ``self.cfg`` here is the server's parsed ``AppConfig``: the
+options are built from it plus the request (checked by ``parse_train_request``), with no
+detour through command-line strings, and ``run_training`` is the very call the
+``brain-tumor train`` command makes. Stats come from the newest run's ``result.json``:
+Slicer's accuracy bar reads ``best_metric``; ``decision`` and ``decision_basis`` say why a
+model was or was not published.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from typing import Any
@@ -18,28 +21,6 @@ from ..config import AppConfig
 from ..layout import published_dir
 
 logger = logging.getLogger(__name__)
-
-#: request key -> CLI flag (keys Slicer's train panel sends back from ``config()``)
-REQUEST_FLAGS = {
-    "max_epochs": "--epochs",
-    "lr": "--lr",
-    "val_fraction": "--val-fraction",
-    "patience": "--patience",
-    "init": "--init",
-    "seed": "--seed",
-}
-
-#: request keys only some models take (``nproc``: data-parallel worker processes)
-MODEL_REQUEST_FLAGS = {"segmentation": {"nproc": "--nproc"}}
-
-
-def nproc_from_multi_gpu(request: dict[str, Any]) -> dict[str, Any]:
-    """``{"multi_gpu": true}`` without ``nproc`` -> one worker per visible CUDA GPU."""
-    if not request.get("multi_gpu") or request.get("nproc") not in (None, ""):
-        return request
-    import torch
-
-    return {**request, "nproc": max(1, torch.cuda.device_count())}
 
 
 class ModelTrainTask(TrainTask):
@@ -53,35 +34,27 @@ class ModelTrainTask(TrainTask):
     def config(self) -> dict[str, Any]:
         return {
             "max_epochs": self.cfg.train_epochs,
-            "lr": self.cfg.train_lr,
+            "lr": self.cfg.train_lr if self.model == "segmentation" else "",
             "val_fraction": self.cfg.train_val_fraction,
             "patience": self.cfg.train_patience,
             "init": "auto",
         }
 
-    def cli_args(self, request: dict[str, Any]) -> list[str]:
-        """The ``brain-tumor train`` arguments equivalent to a MONAI Label request."""
-        args = [self.model, str(self.cfg.studies)]
-        flags = {**REQUEST_FLAGS, **MODEL_REQUEST_FLAGS.get(self.model, {})}
-        if "nproc" in flags:
-            request = nproc_from_multi_gpu(request)
-        for key, flag in flags.items():
-            if request.get(key) not in (None, ""):
-                args += [flag, str(request[key])]
-        if self.cfg.device != "auto":
-            args += ["--device", self.cfg.device]
-        return args
+    def options(self, request: dict[str, Any] | None) -> Any:
+        """The run's ``TrainOptions``: the server's config, then the request's checked keys."""
+        from ..training.options import TrainOptions
+        from ..training.request import parse_train_request
+
+        return TrainOptions.from_config(self.cfg, self.model, parse_train_request(self.model, request))
 
     def __call__(self, request: dict[str, Any], datastore: Any) -> dict[str, Any]:
-        from ..commands import train as train_cli
+        from ..training.launch import stop_on_sigterm
+        from ..training.run import run_training
 
-        parser = argparse.ArgumentParser(prog="brain-tumor train")
-        train_cli.add_arguments(parser)
-        args = parser.parse_args(self.cli_args(request))
-        logger.info("training %s: brain-tumor train %s", self.model, " ".join(self.cli_args(request)))
-        code = train_cli.run(args)
-        if code not in (0, 3):
-            raise RuntimeError(f"{self.model} training failed with exit code {code}")
+        opts = self.options(request)
+        logger.info("training %s with %s", self.model, opts.to_command())
+        with stop_on_sigterm() as should_stop:
+            run_training(opts, should_stop)
         return self.stats()
 
     def latest_result(self) -> dict[str, Any] | None:
@@ -97,6 +70,7 @@ class ModelTrainTask(TrainTask):
         res = self.latest_result()
         if res is None:
             return {}
+        cache = res.get("cache") or {}
         return {
             "best_metric": res.get("best_metric"),
             "total_time": f"{res.get('seconds', 0)} s",
@@ -105,6 +79,9 @@ class ModelTrainTask(TrainTask):
             "status": res.get("status"),
             "published": res.get("published"),
             "decision": res.get("decision"),
+            "decision_basis": res.get("decision_basis"),
             "model_version": res.get("version"),
             "val_metrics": res.get("val_metrics"),
+            "first_step_s": (res.get("timings") or {}).get("first_step_s"),
+            "cache": {k: cache.get(k) for k in ("hits", "built", "entries_mb", "in_memory")} if cache else None,
         }

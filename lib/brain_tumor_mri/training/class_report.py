@@ -1,9 +1,9 @@
-"""Files a classification run or evaluation leaves behind, for people and the model card.
+"""Files a classification evaluation leaves behind, for people and the model card.
 
-Training: ``metrics.csv`` (one row per epoch), TensorBoard scalars under ``tb/`` and
-``curves.png``. Evaluation: ``confusion_matrix.csv`` / ``.png``, ``reliability.png``
-(reliability diagram before and after temperature scaling), ``metrics.json`` and
-``metrics.md`` (the tables the model card cites). matplotlib runs headless (Agg).
+``confusion_matrix.csv`` / ``.png``, ``reliability.png`` (reliability diagram before and
+after temperature scaling), ``metrics.json`` and ``metrics.md`` (the tables the model card
+cites). matplotlib runs headless (Agg). A training run's own record (``metrics.csv``,
+TensorBoard, ``curves.png``) is written by ``runlog``, as for every model.
 """
 
 from __future__ import annotations
@@ -16,10 +16,6 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-EPOCH_FIELDS = (
-    "epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "lr", "seconds",
-)  # fmt: skip
-
 
 def _pyplot() -> Any:
     import matplotlib
@@ -28,69 +24,6 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
-
-
-class ClassRunLog:
-    """Writes each epoch's stats to the log, ``metrics.csv`` and TensorBoard in ``run_dir``."""
-
-    def __init__(self, run_dir: str | Path, tag: str) -> None:
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.tag = tag
-        self.csv_path = self.run_dir / "metrics.csv"
-        with open(self.csv_path, "w", newline="", encoding="utf-8") as fp:
-            csv.DictWriter(fp, EPOCH_FIELDS).writeheader()
-        self.writer = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
-        except ImportError:  # tensorboard is optional at run time
-            logger.warning("tensorboard is not installed; skipping TensorBoard logs")
-
-    def log(self, row: dict[str, Any]) -> None:
-        """Record one epoch (keys: ``EPOCH_FIELDS``)."""
-        logger.info(
-            "%s epoch %d: loss %.4f val loss %.4f acc %.3f bal.acc %.3f F1 %.3f lr %.2e (%.1fs)", self.tag,
-            row["epoch"], row["train_loss"], row["val_loss"], row["val_accuracy"], row["val_balanced_accuracy"],
-            row["val_macro_f1"], row["lr"], row["seconds"],
-        )  # fmt: skip
-        with open(self.csv_path, "a", newline="", encoding="utf-8") as fp:
-            csv.DictWriter(fp, EPOCH_FIELDS).writerow({k: row[k] for k in EPOCH_FIELDS})
-        if self.writer is not None:
-            for key in EPOCH_FIELDS[1:-1]:
-                group = "val" if key.startswith("val_") else "train"
-                self.writer.add_scalar(f"{group}/{key.removeprefix('val_')}", row[key], int(row["epoch"]))
-            self.writer.flush()
-
-    def close(self) -> None:
-        """Flush and close TensorBoard."""
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-def plot_class_curves(history: list[dict[str, Any]], path: str | Path, baseline: float | None = None) -> Path | None:
-    """Loss and validation accuracy per epoch as a PNG."""
-    if not history:
-        return None
-    plt = _pyplot()
-    epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o", label="train")
-    ax_loss.plot(epochs, [r["val_loss"] for r in history], marker="o", label="validation")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_loss.legend()
-    for key in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1"):
-        ax_acc.plot(epochs, [r[key] for r in history], marker="o", label=key.removeprefix("val_"))
-    if baseline is not None:
-        ax_acc.axhline(baseline, color="grey", linestyle="--", label="initial model")
-    ax_acc.set(xlabel="epoch", ylim=(0, 1), title="validation")
-    ax_acc.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
 
 
 def _fmt(value: float | None) -> str:

@@ -16,8 +16,12 @@ from typing import Any
 
 from ..imageio import InputError
 
-#: Keys MONAI Label itself adds to every training request; accepted and ignored.
-MONAILABEL_REQUEST_KEYS = frozenset({"model", "name", "description", "device", "client_id", "gpus", "bundle_path"})
+#: Keys MONAI Label itself adds to every training request; accepted and ignored. ``local_rank``
+#: is added by its training subprocess (``monailabel.interfaces.utils.app``), where the train
+#: task parses the request again to build the run's options.
+MONAILABEL_REQUEST_KEYS = frozenset(
+    {"model", "name", "description", "device", "client_id", "gpus", "bundle_path", "local_rank"}
+)
 
 
 @dataclass(frozen=True)

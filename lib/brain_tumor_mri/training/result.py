@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
 @dataclass
 class TrainResult:
-    """Status, publish decision, best validation metrics and the per-epoch history."""
+    """Status, publish decision and its basis, best validation metrics, timings and history."""
 
     status: str  # finished | early_stopped | time_limit | stopped
     published: bool
@@ -17,12 +21,32 @@ class TrainResult:
     version: str | None
     epochs_run: int
     best_epoch: int
-    best_metric: float
+    best_metric: float | None
     baseline_metric: float | None
-    val_metrics: dict[str, Any]  # segmentation: Dice per region; classification: accuracy etc.
+    val_metrics: dict[str, Any]  # the best epoch's validation summary
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    decision_basis: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)  # per-case scores: {"initial": ..., "trained": ...}
+    cache: dict[str, Any] = field(default_factory=dict)  # what the preprocessed-case cache did
+    timings: dict[str, Any] = field(default_factory=dict)  # first step, data vs step time, batch size
+    run_dir: str | None = None
+    parts: dict[str, dict[str, Any]] = field(default_factory=dict)  # classification: one result per input kind
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (MONAI Label's train response, the CLI, result.json)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        """Read back ``to_dict`` output (e.g. a ``result.json`` written by another process)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def write(self, path: str | Path) -> None:
+        """Write ``result.json`` atomically (a reader sees the old file or the whole new one)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, path)

@@ -1,12 +1,13 @@
-"""Training augmentation on preprocessed tensors, reproducible under a ``torch.Generator``.
+"""Segmentation training augmentation of one patch, reproducible under a ``torch.Generator``.
 
-Works on one sample at a time (image (C, x, y, z) z-scored with background 0, label
-(x, y, z) uint8), after ``prepare_case``: random crop/pad to a fixed patch (biased towards
-tumour), flips, a small rotation/scaling, per-sequence intensity scale/shift, a smooth
-multiplicative bias field, Gaussian noise and random sequence dropout, which teaches the
-network to degrade gracefully when a sequence is missing (zero-filled at inference).
+Works on a patch cut by the patch sampler (``training.sampler``) from a preprocessed case
+(image (C, x, y, z) z-scored with background 0, label (x, y, z) uint8): a small rotation
+and scaling, flips, SynthSeg-style domain randomisation (``domain_random``: random contrast
+curves, gamma, bias, thick slices, ghosting, noise), per-sequence intensity scale/shift, a
+smooth multiplicative bias field, Gaussian noise and random sequence dropout, which teaches
+the network to degrade gracefully when a sequence is missing (zero-filled at inference).
 Intensity changes apply inside the brain only, so the background stays exactly 0 as at
-inference. Every random draw comes from the caller's generator.
+inference. Every random draw goes through ``transforms.rand`` with the caller's generator.
 """
 
 from __future__ import annotations
@@ -18,19 +19,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .domain_random import DomainRandomSettings, apply_domain_randomisation
+from .rand import chance, randint, uniform
+
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    """Probabilities and ranges of each augmentation (defaults suit 2 mm brain MRI)."""
+    """Probabilities and ranges of each augmentation (defaults suit 1-2 mm brain MRI)."""
 
-    patch: tuple[int, int, int] = (96, 96, 96)
-    foreground_prob: float = 0.5  # crop centred on a random tumour voxel
     flip_prob: float = 0.5  # per axis
     affine_prob: float = 0.3
     max_rotation_deg: float = 10.0
     max_scale: float = 0.1
+    domain_random: float = 1.0  # strength of the domain randomisation; 0 = off
     intensity_prob: float = 0.8
     max_intensity_scale: float = 0.15
     max_intensity_shift: float = 0.15
@@ -39,46 +42,6 @@ class AugmentSettings:
     noise_prob: float = 0.2
     noise_std: float = 0.1
     dropout_prob: float = 0.1  # zero one whole sequence
-
-
-def _uniform(gen: torch.Generator, lo: float, hi: float, size: tuple[int, ...] = ()) -> torch.Tensor:
-    """Uniform samples in [lo, hi) from ``gen``."""
-    return torch.rand(size, generator=gen) * (hi - lo) + lo
-
-
-def _chance(gen: torch.Generator, p: float) -> bool:
-    """True with probability ``p`` (always draws, so the stream does not depend on p)."""
-    return bool(torch.rand((), generator=gen) < p)
-
-
-def crop_or_pad(
-    image: torch.Tensor, label: torch.Tensor, patch: tuple[int, ...], gen: torch.Generator, fg_prob: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A ``patch``-sized window (zero-padded where the volume is smaller), tumour-biased."""
-    shape = label.shape
-    centre = None
-    if _chance(gen, fg_prob):
-        fg = torch.nonzero(label)
-        if len(fg):
-            centre = fg[int(torch.randint(len(fg), (), generator=gen))].tolist()
-    start = []
-    for a, (n, p) in enumerate(zip(shape, patch)):
-        if n <= p:  # whole axis fits: place it at a random offset in the patch
-            start.append(-int(torch.randint(p - n + 1, (), generator=gen)))
-        elif centre is not None:
-            start.append(min(max(centre[a] - p // 2, 0), n - p))
-        else:
-            start.append(int(torch.randint(n - p + 1, (), generator=gen)))
-    img_out = image.new_zeros((image.shape[0], *patch))
-    lab_out = label.new_zeros(tuple(patch))
-    src, dst = [], []
-    for s, p, n in zip(start, patch, shape):
-        lo, hi = max(s, 0), min(s + p, n)
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - s, hi - s))
-    img_out[(slice(None), *dst)] = image[(slice(None), *src)]
-    lab_out[tuple(dst)] = label[tuple(src)]
-    return img_out, lab_out
 
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
@@ -97,8 +60,8 @@ def random_affine(
     image: torch.Tensor, label: torch.Tensor, gen: torch.Generator, max_deg: float, max_scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate/scale about the centre in voxel space: bilinear image, nearest label."""
-    rot = _rotation(_uniform(gen, -max_deg, max_deg, (3,)) * math.pi / 180)
-    scale = torch.diag(1.0 / _uniform(gen, 1 - max_scale, 1 + max_scale, (3,)))
+    rot = _rotation(uniform(gen, -max_deg, max_deg, (3,)) * math.pi / 180)
+    scale = torch.diag(1.0 / uniform(gen, 1 - max_scale, 1 + max_scale, (3,)))
     # affine_grid works in normalised coordinates ordered (z, y, x) for a (x, y, z) volume;
     # conjugating by the axis sizes keeps the rotation rigid on non-cubic patches.
     sizes = torch.tensor([float(n) for n in reversed(label.shape)])
@@ -123,26 +86,26 @@ def intensity_augment(image: torch.Tensor, gen: torch.Generator, s: AugmentSetti
     brain = (image != 0).any(dim=0, keepdim=True).to(image.dtype)
     out = image
     c = image.shape[0]
-    if _chance(gen, s.intensity_prob):
-        scale = _uniform(gen, 1 - s.max_intensity_scale, 1 + s.max_intensity_scale, (c, 1, 1, 1))
-        shift = _uniform(gen, -s.max_intensity_shift, s.max_intensity_shift, (c, 1, 1, 1))
+    if chance(gen, s.intensity_prob):
+        scale = uniform(gen, 1 - s.max_intensity_scale, 1 + s.max_intensity_scale, (c, 1, 1, 1))
+        shift = uniform(gen, -s.max_intensity_shift, s.max_intensity_shift, (c, 1, 1, 1))
         out = out * scale + shift
-    if _chance(gen, s.bias_prob):
+    if chance(gen, s.bias_prob):
         out = out * bias_field(image.shape[1:], gen, s.bias_strength)
-    if _chance(gen, s.noise_prob):
+    if chance(gen, s.noise_prob):
         out = out + torch.randn(image.shape, generator=gen) * s.noise_std
     return out * brain
 
 
 def sequence_dropout(image: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
     """With probability ``p`` zero one whole (non-empty) sequence, keeping at least one."""
-    if not _chance(gen, p):
+    if not chance(gen, p):
         return image
     present = [c for c in range(image.shape[0]) if bool(image[c].any())]
     if len(present) < 2:
         return image
     out = image.clone()
-    out[present[int(torch.randint(len(present), (), generator=gen))]] = 0
+    out[present[randint(gen, len(present))]] = 0
     return out
 
 
@@ -153,23 +116,23 @@ def flip(image: torch.Tensor, label: torch.Tensor, axes: list[int]) -> tuple[tor
     return torch.flip(image, [a + 1 for a in axes]), torch.flip(label, axes)
 
 
+def domain_randomise(image: torch.Tensor, gen: torch.Generator, strength: float) -> torch.Tensor:
+    """SynthSeg-style domain randomisation at ``strength`` (0 = unchanged, no draws)."""
+    if strength <= 0:
+        return image
+    return apply_domain_randomisation(image, gen, DomainRandomSettings(strength=strength))
+
+
 def augment(
     image: torch.Tensor, label: torch.Tensor, gen: torch.Generator, s: AugmentSettings | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One augmented training sample (image (C, *patch), label (*patch)) from a case."""
+    """One augmented copy of a patch: image (C, *patch) float32, label (*patch) uint8."""
     s = s or AugmentSettings()
-    image, label = crop_or_pad(image, label, s.patch, gen, s.foreground_prob)
-    if _chance(gen, s.affine_prob):
+    image = image.float()
+    if chance(gen, s.affine_prob):
         image, label = random_affine(image, label, gen, s.max_rotation_deg, s.max_scale)
-    image, label = flip(image, label, [a for a in range(3) if _chance(gen, s.flip_prob)])
+    image, label = flip(image, label, [a for a in range(3) if chance(gen, s.flip_prob)])
+    image = domain_randomise(image, gen, s.domain_random)
     image = intensity_augment(image, gen, s)
     image = sequence_dropout(image, gen, s.dropout_prob)
     return image.contiguous(), label.contiguous()
-
-
-def augment_batch(
-    samples: list[tuple[torch.Tensor, torch.Tensor]], gen: torch.Generator, s: AugmentSettings | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment each (image, label) pair and stack them: (B, C, *patch), (B, *patch)."""
-    pairs = [augment(img, lab, gen, s) for img, lab in samples]
-    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])

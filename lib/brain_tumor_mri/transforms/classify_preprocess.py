@@ -32,6 +32,9 @@ MIN_SIDE = 16  # pixels: smaller images carry no usable anatomy
 MIN_SIDE_3D = 8  # voxels per axis at the input resolution
 MAX_PIXELS_2D = 50_000_000
 _NIFTI_EXTS = (".nii", ".nii.gz")
+#: Version of this module's output (on top of ``preprocess.PREPROCESS_VERSION`` for 3D).
+#: Bump it with any change that alters a prepared image: training cache keys include it.
+CLASS_PREPROCESS_VERSION = 1
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's "L"
 
 

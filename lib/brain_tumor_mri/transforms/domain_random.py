@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .rand import chance, uniform
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["DomainRandomSettings", "apply_domain_randomisation", "apply_domain_randomisation_2d"]
@@ -61,20 +63,19 @@ class DomainRandomSettings:
 
 
 def _u(gen: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
-    """One uniform draw in [lo, hi)."""
-    return float(torch.rand((), generator=gen)) * (hi - lo) + lo
-
-
-def _chance(gen: torch.Generator, p: float) -> bool:
-    """True with probability ``p``; always draws, so the stream does not depend on ``p``."""
-    return bool(torch.rand((), generator=gen) < p)
+    """One uniform draw in [lo, hi) (the shared ``rand.uniform``)."""
+    return float(uniform(gen, lo, hi))
 
 
 def _to_unit(x: torch.Tensor) -> tuple[torch.Tensor, float, float]:
-    """Foreground values mapped to [0, 1] by their robust range; returns (mapped, lo, hi)."""
-    sample = x if x.numel() <= 200_000 else x[:: max(1, x.numel() // 200_000)]
-    lo = float(torch.quantile(sample, 0.005))
-    hi = float(torch.quantile(sample, 0.995))
+    """Foreground values mapped to [0, 1] by their robust range; returns (mapped, lo, hi).
+
+    The 0.5 / 99.5 % quantiles come from an evenly strided subsample of at most 20,000
+    values, one sort for both: a full-patch quantile cost ~60 ms per channel for no gain.
+    """
+    sample = x if x.numel() <= 20_000 else x[:: max(1, x.numel() // 20_000)]
+    lo_hi = torch.quantile(sample, torch.tensor([0.005, 0.995], dtype=sample.dtype))
+    lo, hi = float(lo_hi[0]), float(lo_hi[1])
     if hi - lo < 1e-6:
         hi = lo + 1.0
     return ((x - lo) / (hi - lo)).clamp(0.0, 1.0), lo, hi
@@ -84,7 +85,7 @@ def _remap(v: torch.Tensor, gen: torch.Generator, s: DomainRandomSettings) -> to
     """Random piecewise-linear curve on [0, 1] (monotonic unless a fold is drawn)."""
     k = max(2, s.remap_knots)
     knots = torch.rand(k, generator=gen)
-    if not _chance(gen, s.non_monotonic_prob):
+    if not chance(gen, s.non_monotonic_prob):
         knots = torch.sort(knots).values
         knots = (knots - knots[0]) / (knots[-1] - knots[0] + 1e-6)
     identity = torch.linspace(0.0, 1.0, k)
@@ -134,9 +135,9 @@ def _ghost_or_motion(x: torch.Tensor, gen: torch.Generator, s: DomainRandomSetti
 
 def _channel(v: torch.Tensor, gen: torch.Generator, s: DomainRandomSettings) -> torch.Tensor:
     """Remap and gamma for the foreground values of one channel, in unit range."""
-    if _chance(gen, s.remap_prob):
+    if chance(gen, s.remap_prob):
         v = _remap(v, gen, s)
-    if _chance(gen, s.gamma_prob):
+    if chance(gen, s.gamma_prob):
         gamma = math.exp(float(torch.randn((), generator=gen)) * s.gamma_log_sd * s.strength)
         v = v.clamp_min(0.0) ** gamma
     return v
@@ -144,14 +145,14 @@ def _channel(v: torch.Tensor, gen: torch.Generator, s: DomainRandomSettings) -> 
 
 def _spatial(x: torch.Tensor, fg: torch.Tensor, gen: torch.Generator, s: DomainRandomSettings) -> torch.Tensor:
     """Bias, resolution loss, ghosting/motion and noise on (C, *spatial) unit-range channels."""
-    if _chance(gen, s.bias_prob):
+    if chance(gen, s.bias_prob):
         x = x * torch.exp(s.bias_strength * s.strength * _smooth_field(gen, tuple(x.shape[1:])))
-    if _chance(gen, s.lowres_prob):
+    if chance(gen, s.lowres_prob):
         x = _lowres(x, gen, s)
-    ghost, motion = _chance(gen, s.ghost_prob), _chance(gen, s.motion_prob)
+    ghost, motion = chance(gen, s.ghost_prob), chance(gen, s.motion_prob)
     if ghost or motion:
         x = _ghost_or_motion(x, gen, s, ghost)
-    if _chance(gen, s.noise_prob):
+    if chance(gen, s.noise_prob):
         sd = _u(gen, 0.0, s.noise_sd) * s.strength * 0.25  # unit range is about 4 foreground stds
         x = x + sd * torch.randn(x.shape, generator=gen)
     return torch.where(fg, x, torch.zeros((), dtype=x.dtype))
@@ -204,7 +205,7 @@ def apply_domain_randomisation_2d(
     x = torch.zeros_like(x)
     x[fg] = _channel(unit, gen, s) + 0.05
     x = _spatial(x, fg, gen, s)
-    if _chance(gen, s.jpeg_prob):
+    if chance(gen, s.jpeg_prob):
         x = _jpeg_like(x, gen, s)
     x = torch.where(fg, _standardise(x, fg, mean, std), torch.full_like(x, low))
     return torch.nan_to_num(x).clamp(-5.0, 5.0).to(image.dtype)

@@ -23,6 +23,10 @@ logger = logging.getLogger(__name__)
 
 _RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
 
+#: Version of ``prepare_case``'s output. Bump it with any change that alters what it
+#: returns: the training cache keys include it, so cached cases are then rebuilt.
+PREPROCESS_VERSION = 1
+
 
 @dataclass(frozen=True)
 class Geometry:

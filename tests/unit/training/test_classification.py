@@ -1,4 +1,4 @@
-"""A short classification training run on a tiny 2D datastore, grouping, and the evaluate command."""
+"""Classification runs on the same engine: grouping, streaming, publishing, stopping, two ranks."""
 
 from __future__ import annotations
 
@@ -7,14 +7,23 @@ import csv
 import json
 from pathlib import Path
 
-import torch
+import pytest
 
 from brain_tumor_mri.commands import classify
 from brain_tumor_mri.networks.checkpoint import load_model
-from brain_tumor_mri.training.class_augment import ClassAugment, augment_sample
-from brain_tumor_mri.training.class_data import group_of, load_samples, split_by_group
-from brain_tumor_mri.training.classification import ClassTrainSettings, train_classification
-from tests.helpers.classification import TINY_2D, TINY_NET, make_2d_datastore
+from brain_tumor_mri.training.cases import classification_cases, split_by_group
+from brain_tumor_mri.training.class_data import group_of
+from brain_tumor_mri.training.options import TrainOptions
+from brain_tumor_mri.training.run import run_training
+from tests.helpers.classification import TINY_NET, make_2d_datastore
+
+
+def _opts(studies: Path, tmp: Path, **kw) -> TrainOptions:
+    base = dict(model="classification", studies=studies, weights_dir=tmp / "no-shipped", init="none",
+                out=tmp / "weights", run_dir=tmp / "run", cache_dir=tmp / "cache", kinds=("2d",), epochs=2,
+                batch_size=4, lr=3e-3, device="cpu", bf16="off", network=dict(TINY_NET), input_size=32, workers=0,
+                val_fraction=0.5, seed=0)  # fmt: skip
+    return TrainOptions(**{**base, **kw})
 
 
 def test_group_of_prefers_source_case_then_strips_slice_suffix() -> None:
@@ -24,56 +33,46 @@ def test_group_of_prefers_source_case_then_strips_slice_suffix() -> None:
 
 
 def test_split_keeps_groups_together(tmp_path: Path) -> None:
-    samples = load_samples(make_2d_datastore(tmp_path / "studies"), TINY_2D)
-    assert len(samples) == 24 and samples[0].image.shape == (1, 32, 32)
-    train, val = split_by_group(samples, 0.34, seed=1)
+    specs = classification_cases(make_2d_datastore(tmp_path / "studies"), "2d")
+    assert len(specs) == 24 and specs[0].file("image") is not None
+    train, val = split_by_group(specs, 0.34, seed=1)
     assert {s.group for s in train}.isdisjoint({s.group for s in val})
-    assert {s.label for s in val} == {0, 1, 2, 3}  # stratified: one group per class
-    assert split_by_group(samples, 0.34, seed=1) == (train, val)  # seeded
-
-
-def test_augment_keeps_shape_and_is_seeded() -> None:
-    x = torch.randn(1, 32, 32)
-    a = augment_sample(x, torch.Generator().manual_seed(0), ClassAugment())
-    b = augment_sample(x, torch.Generator().manual_seed(0), ClassAugment())
-    assert a.shape == x.shape and torch.equal(a, b)
-    vol = torch.zeros(4, 16, 16, 16)
-    vol[:, 4:12, 4:12, 4:12] = 1.0
-    out = augment_sample(vol, torch.Generator().manual_seed(1), ClassAugment(affine_prob=0.0))
-    assert out.shape == vol.shape and float(out[:, 0, 0, 0].abs().sum()) == 0.0
+    assert {s.target for s in val} == {0, 1, 2, 3}  # stratified: one group per class
+    assert split_by_group(specs, 0.34, seed=1) == (train, val)  # seeded
 
 
 def test_short_run_publishes_and_evaluate_writes_model_card_files(tmp_path: Path) -> None:
     studies = make_2d_datastore(tmp_path / "studies", per_class=2)
-    train, val = split_by_group(load_samples(studies, TINY_2D), 0.5, seed=0)
-    settings = ClassTrainSettings(input_kind="2d", epochs=2, batch_size=4, lr=3e-3, device="cpu", bf16="off",
-                                  network=dict(TINY_NET), preprocess=TINY_2D)  # fmt: skip
+    result = run_training(_opts(studies, tmp_path))
+    part = result.parts["2d"]
+    assert result.published and part["epochs_run"] == 2 and part["cache"]["built"] == 16
     out = tmp_path / "weights" / "classification_2d.pt"
-    result = train_classification(settings, train, val, None, out, tmp_path / "run")
-    assert result.published and result.epochs_run == 2 and out.is_file()
     meta = load_model(out, "classification").meta
     assert meta["input_kind"] == "2d" and meta["input_size"] == 32 and meta["classes"][0] == "glioma"
-    assert (tmp_path / "run" / "curves.png").is_file() and any((tmp_path / "run" / "tb").iterdir())
-    with open(tmp_path / "run" / "metrics.csv", encoding="utf-8") as fp:
-        assert len(list(csv.DictReader(fp))) == 2
+    assert meta["training"]["decision_basis"]["selection"] == "balanced accuracy"
+    run = tmp_path / "run" / "2d"
+    assert (run / "curves.png").is_file() and any((run / "tb").iterdir())
+    with open(run / "metrics.csv", encoding="utf-8") as fp:
+        rows = list(csv.DictReader(fp))
+    assert len(rows) == 2 and {"val_balanced_accuracy", "data_s", "step_s"} <= set(rows[0])
+    saved = json.loads((tmp_path / "run" / "result.json").read_text(encoding="utf-8"))
+    assert saved["published"] and saved["best_metric"] == pytest.approx(part["best_metric"])
     version = meta["version"]
-    stopped = train_classification(settings, train, val, out, out, tmp_path / "run2", should_stop=lambda: True)
-    assert not stopped.published and load_model(out, "classification").meta["version"] == version
+    fine_tune = _opts(studies, tmp_path, init=str(out), input_size=None, run_dir=tmp_path / "run2")
+    stopped = run_training(fine_tune, lambda: True)
+    assert stopped.status == "stopped" and not stopped.published
+    assert load_model(out, "classification").meta["version"] == version
     args = argparse.Namespace(evaluate=studies, out=tmp_path / "card", kind="2d", timing_runs=1,
                               weights_dir=out.parent, device="cpu", bf16="off", inputs=[])  # fmt: skip
     assert classify.run(args) == 0
     metrics = json.loads((tmp_path / "card" / "classification_2d_metrics.json").read_text(encoding="utf-8"))
-    assert metrics["n"] == 16 and metrics["timing"]["runs"] == 1
-    for name in ("confusion_matrix.csv", "confusion_matrix.png", "metrics.md", "predictions.csv"):
-        assert (tmp_path / "card" / f"classification_2d_{name}").is_file()
+    assert metrics["n"] == 16
 
 
-def test_not_published_when_not_better_than_initial(tmp_path: Path) -> None:
-    from brain_tumor_mri.training import classification as tc
-
-    result = tc.TrainResult("finished", False, "", None, None, 1, 1, 0.5, 0.75, {}, 1.0)
-    best = tc._Best(key=(0.5, -1.0), epoch=1, state={})
-    baseline = {"balanced_accuracy": 0.75, "loss": 0.9}
-    out = tmp_path / "m.pt"
-    tc._publish(result, ClassTrainSettings(), {}, TINY_2D, best, baseline, ({}, {}), out)
-    assert not result.published and "does not beat the initial model" in result.decision and not out.exists()
+def test_classification_trains_on_two_gloo_ranks(tmp_path: Path) -> None:
+    """The multi-process path classification lacked: two CPU ranks via ``nproc``, rank 0 publishes."""
+    studies = make_2d_datastore(tmp_path / "studies", per_class=2)
+    result = run_training(_opts(studies, tmp_path, nproc=2, epochs=1, batch_size=2))
+    assert result.published, result.decision
+    meta = load_model(tmp_path / "weights" / "classification_2d.pt", "classification").meta
+    assert meta["training"]["world_size"] == 2

@@ -10,7 +10,7 @@ from brain_tumor_mri.training.request import parse_train_request
 
 def test_valid_request_is_parsed_to_typed_values():
     req = {"max_epochs": "5", "lr": 0.001, "val_fraction": "0.25", "patience": 3, "init": "None", "seed": "7",
-           "model": "segmentation", "gpus": "all"}  # fmt: skip
+           "model": "segmentation", "gpus": "all", "local_rank": 0}  # fmt: skip
     assert parse_train_request("segmentation", req) == {
         "max_epochs": 5, "lr": 0.001, "val_fraction": 0.25, "patience": 3, "init": "none", "seed": 7,
     }  # fmt: skip

@@ -1,0 +1,156 @@
+"""``run_training(options)``: the one entry point of every training run.
+
+The server's train task, ``brain-tumor train`` and the launchers all call it with a
+``TrainOptions``. It resolves the model to fine-tune, lists and splits the datastore's
+cases (plus an optional replay source), runs each model on the engine (``run_model``)
+and writes ``result.json`` into the run folder. With ``nproc > 1`` (and no process group
+yet) it re-launches itself as that many data-parallel processes on this node
+(``launch``); under ``torchrun`` each process joins the group from its environment, so
+the same code trains across nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from .. import layout
+from ..imageio import InputError
+from ..layout import CLASS_WEIGHTS, SEG_WEIGHTS
+from . import distributed as ddp
+from .cases import REPLAY, class_counts, classification_cases, segmentation_cases, split_by_group, split_segmentation
+from .class_model import ClassModel
+from .options import TrainOptions
+from .publish import PublishRule, beats_initial
+from .result import TrainResult
+from .run_model import run_model
+from .seg_model import SegModel
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+def resolve_init(choice: str, published: Path, shipped: Path) -> Path | None:
+    """``auto`` -> published, else shipped, else None; ``none`` -> None; else that file."""
+    if choice == "none":
+        return None
+    if choice == "auto":
+        return next((p for p in (published, shipped) if p.is_file() and p.with_suffix(".json").is_file()), None)
+    path = Path(choice)
+    if not path.is_file():
+        raise ValueError(f"--init {choice}: weights file not found")
+    return path
+
+
+def default_run_dir(opts: TrainOptions) -> Path:
+    """``STUDIES/model/runs/<model>-<time>`` unless the options name one."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return opts.run_dir or layout.published_dir(opts.studies) / "runs" / f"{opts.model}-{stamp}"
+
+
+def run_training(
+    opts: TrainOptions,
+    should_stop: Callable[[], bool] | None = None,
+    progress: Progress | None = None,
+    publish_rule: PublishRule = beats_initial,
+) -> TrainResult:
+    """Train ``opts.model`` and publish what improved; ``result.json`` lands in the run folder."""
+    opts = opts.checked()
+    joined = ddp.init_from_env(opts.device)
+    try:
+        if opts.nproc > 1 and not ddp.is_distributed():
+            return _spawn(opts)
+        run_dir = default_run_dir(opts)
+        if opts.model == "segmentation":
+            result = _segmentation(opts, run_dir, progress, should_stop, publish_rule)
+        else:
+            result = _classification(opts, run_dir, progress, should_stop, publish_rule)
+        if ddp.is_main():
+            result.write(run_dir / "result.json")
+            logger.info("result: %s (%s)", result.status, result.decision)
+        return result
+    finally:
+        if joined:
+            dist.destroy_process_group()
+
+
+def _spawn(opts: TrainOptions) -> TrainResult:
+    """Re-run as ``opts.nproc`` ranks on this node sharing one run folder; rank 0's result."""
+    from .launch import launch
+
+    fixed = opts.replace(run_dir=default_run_dir(opts))
+    if opts.model == "segmentation":  # every rank must fine-tune the same file, even if one is published meanwhile
+        init = _init_for(opts, SEG_WEIGHTS)
+        fixed = fixed.replace(init=str(init) if init else "none")
+    if not launch(run_training, fixed):
+        raise RuntimeError(f"{opts.model} training: a worker process failed (see the log above)")
+    assert fixed.run_dir is not None
+    return TrainResult.from_dict(json.loads((fixed.run_dir / "result.json").read_text(encoding="utf-8")))
+
+
+def _init_for(opts: TrainOptions, weights: str) -> Path | None:
+    """The weights a run fine-tunes (for one weights file name), resolved from ``opts.init``."""
+    return resolve_init(opts.init, layout.published_dir(opts.studies) / weights, opts.weights_dir / weights)
+
+
+def _segmentation(
+    opts: TrainOptions, run_dir: Path, progress: Progress | None, should_stop: Callable[[], bool] | None,
+    rule: PublishRule,
+) -> TrainResult:  # fmt: skip
+    """One segmentation run over the datastore's labelled 3D cases."""
+    model = SegModel(opts, _init_for(opts, SEG_WEIGHTS))
+    specs = segmentation_cases(opts.studies)
+    if not specs:
+        raise InputError(f"{opts.studies}: no 3D cases with a final label (labels/final/<id>.nii.gz)")
+    train, val = split_segmentation(specs, opts.val_fraction, opts.seed)
+    replay = segmentation_cases(opts.replay_studies, REPLAY) if opts.replay_studies else []
+    out = opts.out or layout.published_dir(opts.studies) / SEG_WEIGHTS
+    return run_model(model, opts, (train, val, replay), out, run_dir, progress, should_stop, rule)
+
+
+def _classification(
+    opts: TrainOptions, run_dir: Path, progress: Progress | None, should_stop: Callable[[], bool] | None,
+    rule: PublishRule,
+) -> TrainResult:  # fmt: skip
+    """One run per input kind (2D slices, 3D cases); the combined result."""
+    parts: dict[str, TrainResult] = {}
+    for kind in opts.kinds:
+        specs = classification_cases(opts.studies, kind)
+        if len({s.target for s in specs}) < 2:
+            logger.info("classification %s: skipped, fewer than two classes labelled in %s", kind, opts.studies)
+            continue
+        init = _init_for(opts, CLASS_WEIGHTS[kind])
+        train, val = split_by_group(specs, opts.val_fraction, opts.seed)
+        replay = classification_cases(opts.replay_studies, kind, REPLAY) if opts.replay_studies else []
+        logger.info("classification %s: train %s, validation %s", kind, class_counts(train), class_counts(val))
+        out = (opts.out or layout.published_dir(opts.studies)) / CLASS_WEIGHTS[kind]
+        parts[kind] = run_model(ClassModel(opts, init, kind), opts, (train, val, replay), out, run_dir / kind,
+                                progress, should_stop, rule)  # fmt: skip
+        if parts[kind].status == "stopped":
+            break
+    if not parts:
+        raise InputError(f"{opts.studies}: no kind with labelled cases of at least two tumour types")
+    return combine(parts, run_dir)
+
+
+def combine(parts: dict[str, TrainResult], run_dir: Path) -> TrainResult:
+    """One result for several input kinds: stopped if any stopped, mean best metric, each kind's result."""
+    res = list(parts.values())
+    metrics = [r.best_metric for r in res if r.best_metric is not None]
+    status = "stopped" if any(r.status == "stopped" for r in res) else res[-1].status
+    return TrainResult(
+        status, any(r.published for r in res), "; ".join(f"{k}: {r.decision}" for k, r in parts.items()),
+        None, ", ".join(f"{k}: {r.version}" for k, r in parts.items() if r.version) or None,
+        sum(r.epochs_run for r in res), 0, sum(metrics) / len(metrics) if metrics else None, None,
+        {k: r.val_metrics for k, r in parts.items()}, round(sum(r.seconds for r in res), 1),
+        decision_basis={k: r.decision_basis for k, r in parts.items()}, run_dir=str(run_dir),
+        parts={k: {x: y for x, y in r.to_dict().items() if x not in ("history", "validation")}
+               for k, r in parts.items()},
+    )  # fmt: skip
