@@ -13,8 +13,9 @@ from typing import Any, Callable
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
+from ..answers import ANSWER_EXTENSIONS, answer_extension, check_answer_possible, write_label_answer
 from ..config import AppConfig
-from ..imageio import InputError, load_sequences, save_label
+from ..imageio import InputError, load_sequences
 from ..inference.segmenter import Segmenter
 from ..labels import SEG_LABELS, SEQUENCES
 from ..layout import IMAGE_EXTS_2D, resolve_case
@@ -23,7 +24,7 @@ from .errors import checked_image_path, client_errors
 
 logger = logging.getLogger(__name__)
 
-RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
+RESULT_EXTENSIONS = ANSWER_EXTENSIONS  # also .seg.nrrd (Slicer segments) and .dcm (DICOM SEG, PACS cases)
 
 
 class BrainTumorSegInfer(InferTask):
@@ -53,14 +54,13 @@ class BrainTumorSegInfer(InferTask):
         return self.segmenter.store.available()
 
     def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        ext = str(request.get("result_extension") or ".nii.gz")
-        if ext not in RESULT_EXTENSIONS:
-            ext = ".nii.gz"
+        ext = answer_extension(request.get("result_extension"))
         with client_errors("segmentation"), self.admission.slot("segmentation"):
             path = checked_image_path(request.get("image"), self.cfg.studies)
             if path.name.lower().endswith(IMAGE_EXTS_2D):
                 raise InputError(f"{path.name} is a 2D image; segmentation needs a 3D case with four sequences")
             case = resolve_case(path)
+            check_answer_possible(ext, case)
             stack, affine, missing = load_sequences(
                 case.sequences, allow_missing=self.cfg.allow_missing_sequences, max_voxels=self.cfg.max_voxels
             )
@@ -75,7 +75,7 @@ class BrainTumorSegInfer(InferTask):
             if self.classify is not None:
                 params["classification"] = self.classify(stack, affine)
             out = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
-            save_label(out, seg.label, affine)
+            write_label_answer(out, seg.label, affine, case, seg.model_version)
         logger.info(
             "segmented %s: WT %.1f mL (model %s)", case.case_id, params["volumes_ml"]["whole_tumor"], seg.model_version
         )
