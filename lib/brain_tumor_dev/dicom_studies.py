@@ -111,9 +111,12 @@ def series_datasets(
     iop, spacing, lps = _geometry(affine_ras)
     normal = np.cross(np.asarray(iop[:3]), np.asarray(iop[3:]))
     stored = np.rint((np.asarray(volume, np.float64) - spec.intercept) / spec.slope)
-    if stored.min() < -32768 or stored.max() > 32767:
-        raise ValueError(f"{spec.description}: values do not fit int16 with slope {spec.slope}")
-    stored = stored.astype(np.int16)
+    if stored.min() >= -32768 and stored.max() <= 32767:
+        stored, signed = stored.astype(np.int16), 1
+    elif stored.min() >= 0 and stored.max() <= 65535:
+        stored, signed = stored.astype(np.uint16), 0  # as many scanners store MR magnitude
+    else:
+        raise ValueError(f"{spec.description}: values do not fit 16 bits with slope {spec.slope}")
     out = []
     for k in range(volume.shape[2]):
         ds = Dataset()
@@ -150,7 +153,7 @@ def series_datasets(
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = int(volume.shape[1]), int(volume.shape[0])
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, signed
         ds.RescaleSlope, ds.RescaleIntercept = spec.slope, spec.intercept
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
         for keyword, value in spec.extra.items():

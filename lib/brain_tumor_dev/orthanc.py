@@ -1,7 +1,8 @@
 """Runs a real Orthanc PACS (Debian ``orthanc`` + ``orthanc-dicomweb``) for tests and benchmarks.
 
-Each ``Orthanc`` gets a free loopback HTTP port, its own storage and index folder and its own
-configuration file; no DICOM (DIMSE) port is opened. ``start`` polls ``/system`` until the
+Each ``Orthanc`` gets a free HTTP port, its own storage and index folder and its own
+configuration file; it answers loopback clients only (``RemoteAccessAllowed: false``; Orthanc
+1.10 has no bind-address option) and opens no DICOM (DIMSE) port. ``start`` polls ``/system`` until the
 server answers and checks that the DICOMweb plugin is loaded, so a test never runs against
 a PACS without ``/dicom-web``. ``pause``/``resume`` freeze the process (SIGSTOP/SIGCONT) to
 play a PACS that accepts connections but does not answer; ``stop`` plays one that is down.

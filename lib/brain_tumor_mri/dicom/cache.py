@@ -37,7 +37,7 @@ from pydicom.dataset import Dataset
 from ..imageio import InputError, check_same_geometry, save_nifti, storage_dtype
 from ..labels import DISPLAY_SEQUENCE, SEQUENCE_NAMES, SEQUENCES
 from ..layout import CASE_META, atomic_write_json, case_dir, validate_case_id
-from .client import PacsClient, PacsNotFound
+from .client import GEOMETRY_TAGS, PacsClient, PacsNotFound
 from .sequences import SeriesInfo, StudySequences, assign_sequences
 from .volume import SeriesGeometry, series_geometry, series_volume
 
@@ -168,7 +168,7 @@ class StudyCache:
             if str(ds.get("Modality", "")).upper() != "MR":
                 infos.append(SeriesInfo.from_dataset(ds))
                 continue
-            meta = self.client.series_metadata(uid, series_uid)
+            meta = self.client.series_metadata(uid, series_uid, GEOMETRY_TAGS)
             if not meta:
                 raise InputError(f"study {uid}: series {series_uid} has no instances")
             headers[series_uid] = meta
@@ -196,22 +196,29 @@ class StudyCache:
         return flair
 
     def _download(self, uid: str, chosen: StudySequences, flair: SeriesGeometry) -> dict[str, tuple]:
-        """Pixel data of the four series as (volume, affine, instances in slice order)."""
-        out = {}
-        for key in SEQUENCES:
-            name = self._name(uid, chosen, key)
-            try:
-                instances = self.client.retrieve_series(uid, chosen.series[key].uid)
-            except (PacsNotFound, OSError, RuntimeError):
-                raise
-            except Exception as exc:  # the PACS sent an instance pydicom cannot parse
-                raise InputError(f"{name}: an instance cannot be read ({type(exc).__name__}: {exc})") from exc
-            volume, affine, ordered = series_volume(instances, name)
-            check_same_geometry(
-                self._name(uid, chosen, DISPLAY_SEQUENCE), flair.shape, flair.affine, name, volume.shape, affine
-            )
-            out[key] = (volume, affine, ordered)
-        return out
+        """Pixel data of the four series as (volume, affine, instances in slice order).
+
+        The four retrievals run concurrently (network waits overlap with decoding); the first
+        failure, in sequence order, is the one reported.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(SEQUENCES), thread_name_prefix="pacs-fetch") as pool:
+            futures = {key: pool.submit(self._series, uid, chosen, key, flair) for key in SEQUENCES}
+            return {key: futures[key].result() for key in SEQUENCES}
+
+    def _series(self, uid: str, chosen: StudySequences, key: str, flair: SeriesGeometry) -> tuple:
+        name = self._name(uid, chosen, key)
+        try:
+            instances = self.client.retrieve_series(uid, chosen.series[key].uid)
+        except (PacsNotFound, OSError, RuntimeError):
+            raise
+        except Exception as exc:  # the PACS sent an instance pydicom cannot parse
+            raise InputError(f"{name}: an instance cannot be read ({type(exc).__name__}: {exc})") from exc
+        volume, affine, ordered = series_volume(instances, name)
+        ref = self._name(uid, chosen, DISPLAY_SEQUENCE)
+        check_same_geometry(ref, flair.shape, flair.affine, name, volume.shape, affine)
+        return volume, affine, ordered
 
     def _stage(self, uid: str, chosen: StudySequences, volumes: dict[str, tuple], staging: Path) -> None:
         """Write the case into the staging folder, laid out like the datastore root."""

@@ -33,6 +33,24 @@ EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 #: QIDO-RS attributes asked for at series level (a PACS may ignore ones it does not index).
 SERIES_FIELDS = ("Modality", "SeriesDescription", "SeriesNumber", "ProtocolName", "NumberOfSeriesRelatedInstances")
 STUDY_FIELDS = ("StudyDate", "StudyDescription", "PatientID", "ModalitiesInStudy", "AccessionNumber")
+#: What the geometry check reads from every instance (DICOM JSON tags): SOP Instance UID, Series
+#: Instance UID, Instance Number, Image Position / Orientation (Patient), Samples per Pixel,
+#: Number of Frames, Rows, Columns, Pixel Spacing. Parsing only these keeps a 600-instance
+#: study's headers at a fraction of a second instead of seconds.
+GEOMETRY_TAGS = frozenset(
+    {
+        "00080018",
+        "0020000E",
+        "00200013",
+        "00200032",
+        "00200037",
+        "00280002",
+        "00280008",
+        "00280010",
+        "00280011",
+        "00280030",
+    }
+)
 
 
 class PacsUnavailable(RuntimeError):
@@ -74,9 +92,9 @@ class _TimeoutSession(requests.Session):
         return super().request(method, url, *args, **kwargs)
 
 
-def dataset_from_json(item: dict[str, Any]) -> Dataset:
-    """A pydicom ``Dataset`` from DICOM JSON, without bulk data given only by reference."""
-    kept = {tag: value for tag, value in item.items() if "BulkDataURI" not in value}
+def dataset_from_json(item: dict[str, Any], tags: frozenset[str] | None = None) -> Dataset:
+    """A pydicom ``Dataset`` from DICOM JSON (only ``tags`` if given), without bulk data by reference."""
+    kept = {t: v for t, v in item.items() if "BulkDataURI" not in v and (tags is None or t.upper() in tags)}
     return Dataset.from_json(kept)
 
 
@@ -140,15 +158,19 @@ class PacsClient:
             raise PacsNotFound(f"study {study_uid}: no series on the PACS at {self.settings.host}")
         return [dataset_from_json(item) for item in found]
 
-    def series_metadata(self, study_uid: str, series_uid: str) -> list[Dataset]:
-        """WADO-RS metadata of every instance of a series (headers, no pixel data)."""
+    def series_metadata(self, study_uid: str, series_uid: str, tags: frozenset[str] | None = None) -> list[Dataset]:
+        """WADO-RS metadata of every instance of a series (no pixel data).
+
+        With ``tags``, only those attributes are kept, except on the first instance, which
+        stays whole (sequence recognition reads it).
+        """
         found = self._call(
             f"study {study_uid} series {series_uid}: reading headers",
             self._client.retrieve_series_metadata,
             study_uid,
             series_uid,
         )
-        return [dataset_from_json(item) for item in found]
+        return [dataset_from_json(item, None if i == 0 else tags) for i, item in enumerate(found)]
 
     def retrieve_series(self, study_uid: str, series_uid: str) -> list[Dataset]:
         """WADO-RS instances of a series, pixel data in explicit VR little endian."""

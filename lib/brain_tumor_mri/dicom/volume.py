@@ -136,12 +136,14 @@ def series_volume(
     if max_voxels is not None and voxels > max_voxels:
         raise InputError(f"{name}: {voxels:,} voxels, more than the {max_voxels:,} accepted")
     ordered = [datasets[i] for i in geometry.order]
-    volume = np.empty(geometry.shape, dtype=np.float32)
+    cols, rows, n = geometry.shape
+    frames = np.empty((n, rows, cols), dtype=np.float32)  # slice-major, as stored
     for k, ds in enumerate(ordered):
         pixels = _pixels(ds, name)
-        if pixels.shape != (geometry.shape[1], geometry.shape[0]):
+        if pixels.shape != (rows, cols):
             raise InputError(f"{name}: instance {ds.SOPInstanceUID} pixel data has shape {pixels.shape}")
-        volume[:, :, k] = pixels.T
-    if not np.all(np.isfinite(volume)):
+        frames[k] = pixels
+    if not np.all(np.isfinite(frames)):
         raise InputError(f"{name}: pixel data contains NaN or Inf values")
-    return volume, geometry.affine, ordered
+    # (x, y, z) = (column, row, slice): a transposed view, Fortran-ordered like NIfTI itself
+    return frames.transpose(2, 1, 0), geometry.affine, ordered

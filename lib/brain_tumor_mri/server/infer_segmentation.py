@@ -43,7 +43,13 @@ class BrainTumorSegInfer(InferTask):
             dimension=3,
             description="3D U-Net on four co-registered MRI sequences (T1, T1c, T2, FLAIR): "
             "necrotic core, edema, enhancing tumour, with volumes",
-            config={"sequences": list(SEQUENCES), "spacing_mm": cfg.seg_spacing},
+            # Slicer sends each config key back with the first value as default: .seg.nrrd answers
+            # carry segment names, colours and codes (imageio_seg); .dcm is a DICOM SEG (PACS cases)
+            config={
+                "sequences": list(SEQUENCES),
+                "spacing_mm": cfg.seg_spacing,
+                "result_extension": [".seg.nrrd", ".nrrd", ".nii.gz", ".dcm"],
+            },
         )
         self.cfg = cfg
         self.segmenter = segmenter

@@ -120,3 +120,18 @@ def test_voxel_budget(written_study):
 def test_single_slice_is_not_a_volume(written_study):
     with pytest.raises(InputError, match="at least 2 slices"):
         series_geometry(_series(written_study)[:1], "s")
+
+
+def test_unsigned_pixels_round_trip(tmp_path):
+    """Scanners often store MR magnitude as unsigned 16 bit: values above int16 must survive."""
+    from pydicom.dataset import Dataset
+
+    volume = np.random.default_rng(1).integers(0, 60000, (5, 4, 3)).astype(np.float32)
+    study = Dataset()
+    study.StudyInstanceUID, study.PatientID = "1.2.3", "P"
+    spec = SeriesSpec("AX T1", "t1", "SE", 500, 10)
+    datasets = series_datasets(volume, np.eye(4), spec, study=study, series_number=1, series_uid="1.4", frame_uid="1.5")
+    assert datasets[0].PixelRepresentation == 0
+    files = [save_dataset(ds, tmp_path / f"{i}.dcm") for i, ds in enumerate(datasets)]
+    got, _, _ = series_volume(read_series(files), "unsigned")
+    assert np.array_equal(got, volume)
