@@ -51,7 +51,7 @@ from .datastore import BrainTumorDatastore
 logger = logging.getLogger(__name__)
 
 requires(
-    "monailabel.datastore.local.ImageLabelModel(image=DataModel) and LocalDatastore._lock_file",
+    "monailabel.datastore.local.ImageLabelModel (a pydantic model taking image=DataModel)",
     "server.dicomweb_datastore (registering fetched PACS studies)",
     has_attrs("monailabel.datastore.local", "ImageLabelModel", "model_fields"),
 )
