@@ -166,7 +166,9 @@ def test_segment_a_pacs_case(srv, pacs):
     assert set(np.unique(label).astype(int)) <= {0, 1, 2, 3}
     assert [s["Name"] for s in read_segment_metadata(label_file)] == ["Necrotic core", "Edema", "Enhancing tumour"]
     assert params["case_id"] == uid and params["missing_sequences"] == []
-    assert params["volumes_ml"] == tumor_measurements(label.astype(np.uint8), affine)["volumes_ml"]
+    assert params["volumes_ml"] == pytest.approx(
+        tumor_measurements(label.astype(np.uint8), affine)["volumes_ml"], abs=2e-3
+    )
     # the case the server segments is the sample case, voxel for voxel, in the same place
     sequences, _, case_affine = read_brats_case(REPO / "sample-data" / "brats" / GOOD["glioma_a"][0])
     want, want_affine = as_standard_axial(sequences["t2f"], case_affine)
@@ -230,8 +232,8 @@ def test_saved_label_goes_to_the_pacs_as_seg_and_volume_report(srv, pacs, tmp_pa
     sr = _pacs_object(pacs, "glioma_a", "SR", stored["sr_sop_instance_uid"])
     want = tumor_measurements(truth, affine)["volumes_ml"]
     got = report_volumes(sr)
-    assert got["Edema"] == pytest.approx(want["edema"], abs=1e-3)
-    assert got["Whole tumour"] == pytest.approx(want["whole_tumor"], abs=1e-3)
+    assert got["Edema"] == pytest.approx(want["edema"], abs=2e-3)
+    assert got["Whole tumour"] == pytest.approx(want["whole_tumor"], abs=2e-3)
     local, _ = load_volume(srv.studies / "labels" / "final" / f"{uid}.nii.gz")
     assert np.array_equal(local, truth), "the label is kept locally for training"
 
