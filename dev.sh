@@ -19,12 +19,16 @@ pipq() {
 
 system_data() {
   # Real anatomies the synthetic generator reads offline (Colin27 head and brain; the ITK
-  # example T1 head). Installed only when missing; needs root for apt-get.
+  # example T1 head), and a real PACS for the DICOMweb tests (Orthanc + its DICOMweb plugin;
+  # tests start their own instances on free loopback ports). Installed only when missing;
+  # needs root for apt-get.
   local missing=()
   [ -f /usr/share/mricron/templates/ch2.nii.gz ] && [ -f /usr/share/mricron/templates/ch2bet.nii.gz ] \
     || missing+=(mricron-data)
   [ -f /usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz ] \
     || missing+=(insighttoolkit5-examples)
+  { command -v Orthanc >/dev/null || [ -x /usr/sbin/Orthanc ]; } || missing+=(orthanc)
+  [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || missing+=(orthanc-dicomweb)
   [ ${#missing[@]} -eq 0 ] && return
   if [ "$(id -u)" -ne 0 ]; then
     echo "[dev.sh] missing Debian package(s) ${missing[*]}: run as root: apt-get install -y ${missing[*]}" >&2
@@ -33,6 +37,11 @@ system_data() {
   echo "[dev.sh] installing Debian package(s) ${missing[*]}" >&2
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  # The orthanc package may start a system-wide service (HTTP 8042, DICOM 4242) where
+  # services can start; nothing here uses it, so it is stopped and left disabled.
+  if command -v systemctl >/dev/null && systemctl is-active --quiet orthanc 2>/dev/null; then
+    systemctl disable --now orthanc >/dev/null 2>&1 || true
+  fi
 }
 
 setup() {

@@ -8,6 +8,7 @@ from brain_tumor_mri.cli import main as run_cli
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("brain_tumor_dev.benchmark", "measure inference speed and memory against a baseline"),
+    "bench-pacs": ("brain_tumor_dev.bench_pacs", "time to first segmentation of a study from a PACS, cold and warm"),
     "simulate-active-learning": ("brain_tumor_dev.simulate_al", "simulated annotation loop per strategy"),
     "fuzz": ("brain_tumor_dev.fuzz", "schema-driven fuzzing of a live server (schemathesis): no 5xx, datastore intact"),
     "soak": ("brain_tumor_dev.soak", "mixed load on a real server: resources flat, no label lost"),

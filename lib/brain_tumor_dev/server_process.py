@@ -37,7 +37,10 @@ class Server:
         log: Path | None = None,
         weights_dir: Path | None = None,
         env: dict[str, str] | None = None,
+        studies_arg: str | None = None,
     ) -> None:
+        """``studies`` is the local datastore folder; ``studies_arg`` a different ``--studies`` value
+        (a DICOMweb URL, whose cache folder ``studies`` then is via ``--conf pacs_cache``)."""
         self.studies = studies
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -50,7 +53,7 @@ class Server:
             "--app",
             str(APP),
             "--studies",
-            str(studies),
+            studies_arg or str(studies),
             "--host",
             "127.0.0.1",
             "-p",

@@ -8,7 +8,9 @@ line fails at start instead of being silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -59,6 +61,30 @@ def _patch(key: str, value: str) -> int:
 
 def _text(key: str, value: str) -> str:
     return value.strip()
+
+
+def _sequence_map(key: str, value: str) -> str:
+    """``dicom_sequence_map``: checked now (bad regex or key fails at start), kept as given."""
+    from .dicom.sequences import parse_sequence_map
+
+    try:
+        parse_sequence_map(value)
+    except ValueError as exc:
+        raise ValueError(f"--conf {key} {value!r}: {exc}") from None
+    return value.strip()
+
+
+def _qido_filters(key: str, value: str) -> str:
+    """``pacs_query``: ``Attribute=value,...`` QIDO-RS filters (DICOM keywords)."""
+    for entry in (e for e in value.split(",") if e.strip()):
+        name, sep, _ = entry.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name.strip()):
+            raise ValueError(f"--conf {key} {value!r}: entry {entry!r} is not KEYWORD=VALUE")
+    return value.strip()
+
+
+def _path(key: str, value: str) -> Path | None:
+    return Path(value).expanduser().resolve() if value.strip() else None
 
 
 def _models(key: str, value: str) -> tuple[str, ...]:
@@ -155,6 +181,14 @@ class AppConfig:
     seed: int = 0
     max_upload_mb: int = 512  # largest request body (a 4-sequence BraTS case is ~40 MB gzipped)
     auth_download_grant_s: float = 60.0  # with auth on: Slicer's header-less Next Sample download window
+    # PACS (``--studies http(s)://.../dicom-web``); credentials come from the environment only
+    pacs_url: str | None = None  # the DICOMweb base URL, when --studies is one; ``studies`` is then its cache
+    pacs_cache: Path | None = None  # where PACS studies are cached (default under ~/.cache)
+    pacs_timeout: float = 30.0  # seconds one PACS request may take before the PACS counts as unavailable
+    pacs_query: str = "ModalitiesInStudy=MR"  # QIDO-RS filters choosing which studies are cases
+    pacs_max_studies: int = 1000
+    pacs_refresh_s: float = 60.0  # how long a study list from the PACS is reused
+    dicom_sequence_map: str = ""  # REGEX=KEY,... site mapping of series names to sequences
     passthrough: dict[str, str] = field(default_factory=dict)
 
     # key -> (field name, parser, help)
@@ -197,6 +231,20 @@ class AppConfig:
                 "with auth on: seconds in which the client that got a Next Sample may download that one image "
                 "without a token header (Slicer does so); 0 turns it off",
             ),
+            "pacs_cache": (
+                "pacs_cache",
+                _path,
+                "folder caching PACS studies (default ~/.cache/brain-tumor-mri/pacs/<URL hash>)",
+            ),
+            "pacs_timeout": ("pacs_timeout", _number(float, 1.0, 600.0), "seconds a PACS request may take (then 503)"),
+            "pacs_query": ("pacs_query", _qido_filters, "QIDO-RS filters (KEYWORD=VALUE,...) selecting the studies"),
+            "pacs_max_studies": ("pacs_max_studies", _number(int, 1, 100_000), "most PACS studies listed"),
+            "pacs_refresh_s": ("pacs_refresh_s", _number(float, 0.0, 86_400.0), "seconds a PACS study list is reused"),
+            "dicom_sequence_map": (
+                "dicom_sequence_map",
+                _sequence_map,
+                "REGEX=KEY,... (or JSON) mapping series description/protocol to t1n, t1c, t2w, t2f or ignore",
+            ),
         }
 
     @classmethod
@@ -220,6 +268,15 @@ class AppConfig:
                 values[name] = parse(key, str(raw))
         app = Path(app_dir).resolve() if app_dir is not None else None
         passthrough = {k: str(v) for k, v in conf.items() if k in MONAILABEL_KEYS}
+        url = str(studies).strip()
+        if url.startswith(("http://", "https://")):  # a PACS: the datastore folder is its local cache
+            if "@" in url.split("/")[2]:
+                raise ValueError(
+                    "--studies: put PACS credentials in MONAI_LABEL_DICOMWEB_USERNAME / MONAI_LABEL_DICOMWEB_PASSWORD, "
+                    "not in the URL (it is logged)"
+                )
+            values["pacs_url"] = url.rstrip("/")
+            studies = values.get("pacs_cache") or default_pacs_cache(values["pacs_url"])
         return cls(
             app_dir=app,
             studies=Path(studies).resolve(),
@@ -230,6 +287,17 @@ class AppConfig:
 
     def replace(self, **changes: Any) -> "AppConfig":
         return dataclasses.replace(self, **changes)
+
+    def qido_filters(self) -> dict[str, str]:
+        """``pacs_query`` as a dict of QIDO-RS search filters."""
+        pairs = (e.partition("=") for e in self.pacs_query.split(",") if e.strip())
+        return {k.strip(): v.strip() for k, _, v in pairs}
+
+
+def default_pacs_cache(url: str) -> Path:
+    """``~/.cache/brain-tumor-mri/pacs/<12 hex of the URL>``: one cache per PACS, never shared."""
+    digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
+    return Path.home() / ".cache" / "brain-tumor-mri" / "pacs" / digest
 
 
 #: Environment variable naming the folder of shipped weights (``<name>.pt`` + ``<name>.json``).

@@ -122,6 +122,13 @@ def load_sequences(
     return stack, ref[2], missing
 
 
+def storage_dtype(data: np.ndarray) -> type:
+    """int16 when every voxel is an integer in range (as scanners write), else float32."""
+    if data.size and np.all(data == np.rint(data)) and data.min() >= -32768 and data.max() <= 32767:
+        return np.int16
+    return np.float32
+
+
 def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, dtype=np.uint8) -> Path:
     """Write ``data`` with ``affine`` as NIfTI (qform and sform set)."""
     img = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine)
@@ -134,17 +141,8 @@ def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray, dtype=np.
 def save_label(path: str | Path, label: np.ndarray, affine: np.ndarray) -> Path:
     """Write a uint8 label as NIfTI or NRRD (chosen by the file extension)."""
     path = Path(path)
-    if path.name.lower().endswith(".nrrd"):
-        import nrrd
+    if path.name.lower().endswith(".nrrd"):  # .nrrd and .seg.nrrd: with Slicer's segment names and colours
+        from .imageio_seg import save_nrrd_label
 
-        lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-        header = {
-            "space": "left-posterior-superior",
-            "space directions": lps[:3, :3].T,
-            "space origin": lps[:3, 3],
-            "kinds": ["domain", "domain", "domain"],
-            "encoding": "gzip",
-        }
-        nrrd.write(str(path), np.asarray(label, dtype=np.uint8), header, compression_level=1)  # level 9: 30x slower
-        return path
+        return save_nrrd_label(path, label, affine)
     return save_nifti(path, label, affine, np.uint8)

@@ -24,6 +24,7 @@ __all__ = [
     "OTHER_ANSWER",
     "LABEL_MAPS",
     "convert_labels",
+    "seg_label_value",
 ]
 
 #: Sequence keys in network channel order (BraTS 2023 suffixes).
@@ -40,6 +41,34 @@ DISPLAY_SEQUENCE = "t2f"
 #: Internal segmentation label values.
 SEG_LABELS: dict[str, int] = {"necrotic_core": 1, "edema": 2, "enhancing_tumor": 3}
 SEG_LABEL_NAMES: dict[int, str] = {v: k for k, v in SEG_LABELS.items()}
+
+#: Other names a segment may carry (Slicer display names, BraTS abbreviations), normalised by
+#: ``seg_label_value``: lower case, spaces and dashes as underscores.
+SEG_LABEL_ALIASES: dict[str, str] = {
+    "necrotic_core": "necrotic_core",
+    "necrosis": "necrotic_core",
+    "necrotic_tumor_core": "necrotic_core",
+    "necrotic_tumour_core": "necrotic_core",
+    "ncr": "necrotic_core",
+    "netc": "necrotic_core",
+    "edema": "edema",
+    "oedema": "edema",
+    "peritumoral_edema": "edema",
+    "ed": "edema",
+    "snfh": "edema",
+    "enhancing_tumor": "enhancing_tumor",
+    "enhancing_tumour": "enhancing_tumor",
+    "enhancing_lesion": "enhancing_tumor",
+    "et": "enhancing_tumor",
+}
+
+
+def seg_label_value(name: str) -> int | None:
+    """Internal label value of a segment name ("Enhancing tumour", "edema", "NCR"), else None."""
+    key = str(name).strip().lower().replace(" ", "_").replace("-", "_")
+    alias = SEG_LABEL_ALIASES.get(key)
+    return SEG_LABELS[alias] if alias else None
+
 
 #: BraTS evaluation regions as sets of internal label values.
 REGIONS: dict[str, tuple[int, ...]] = {

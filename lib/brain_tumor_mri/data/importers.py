@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from ..imageio import InputError, check_same_geometry, load_sequences, load_volume, save_label, save_nifti
+from ..imageio import (
+    InputError,
+    check_same_geometry,
+    load_sequences,
+    load_volume,
+    save_label,
+    save_nifti,
+    storage_dtype,
+)
 from ..labels import DISPLAY_SEQUENCE, LABEL_MAPS, MSD_CHANNEL_ORDER, SEQUENCES, TUMOR_CLASSES, convert_labels
 from ..layout import (
     CASE_META,
@@ -82,13 +90,6 @@ def _naming(case: SourceCase) -> Iterator[None]:
         raise InputError(f"importing {case.case_id} from {case.source_path}: {exc}") from exc
 
 
-def _storage_dtype(data: np.ndarray) -> type:
-    """int16 when every voxel is an integer in range (as scanners write), else float32."""
-    if data.size and np.all(data == np.rint(data)) and data.min() >= -32768 and data.max() <= 32767:
-        return np.int16
-    return np.float32
-
-
 def _read_3d(case: SourceCase) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The case's sequences as {key: (x, y, z) array} and their shared affine."""
     if case.stacked is None:
@@ -119,7 +120,7 @@ def _stage_3d(case: SourceCase, root: Path, convention: str | None, withhold: bo
     files: list[Path] = []
     for key in SEQUENCES:
         if key != DISPLAY_SEQUENCE:
-            files.append(save_nifti(folder / f"{key}{NIFTI}", volumes[key], affine, _storage_dtype(volumes[key])))
+            files.append(save_nifti(folder / f"{key}{NIFTI}", volumes[key], affine, storage_dtype(volumes[key])))
     if case.label is not None:
         label = _read_label(case, volumes[DISPLAY_SEQUENCE].shape, affine, convention or case.convention or "internal")
         label_dir = reference_label_dir(root) if withhold else final_label_dir(root)
@@ -135,7 +136,7 @@ def _stage_3d(case: SourceCase, root: Path, convention: str | None, withhold: bo
     atomic_write_json(folder / CASE_META, meta)
     files.append(folder / CASE_META)
     flair = volumes[DISPLAY_SEQUENCE]
-    files.append(save_nifti(root / f"{case.case_id}{NIFTI}", flair, affine, _storage_dtype(flair)))
+    files.append(save_nifti(root / f"{case.case_id}{NIFTI}", flair, affine, storage_dtype(flair)))
     return StagedCase(case, tuple(p.relative_to(root) for p in files), case.label is not None and not withhold)
 
 

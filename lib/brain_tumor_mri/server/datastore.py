@@ -24,7 +24,7 @@ from filelock import FileLock
 from monailabel.datastore.local import DataModel, LocalDatastore
 
 from ..imageio import InputError, check_same_geometry, load_volume, save_label
-from ..labels import SEG_LABELS
+from ..labels import SEG_LABELS, seg_label_value
 from ..layout import IMAGE_EXTS_3D, validate_case_id
 from .principal import acting_principal
 from .provenance import HISTORY, RECORDS, LabelHistory, corrected_prediction
@@ -40,9 +40,9 @@ def remap_by_segment_names(label: np.ndarray, label_info: Any, source: str) -> n
         name, idx = str(entry.get("name", "")), entry.get("idx")
         if idx is None:
             continue
-        key = name.strip().lower().replace(" ", "_").replace("-", "_")
-        if key in SEG_LABELS:
-            mapping[int(idx)] = SEG_LABELS[key]
+        value = seg_label_value(name)  # internal keys and display names ("Enhancing tumour")
+        if value is not None:
+            mapping[int(idx)] = value
         elif int(idx) in values:
             raise InputError(f"{source}: segment {name!r} (value {idx}) is not one of {sorted(SEG_LABELS)}")
     unknown = [v for v in values if v not in mapping]
@@ -92,7 +92,12 @@ class BrainTumorDatastore(LocalDatastore):
             label = self._checked_label(Path(label_filename), image_path, label_info, image_id)
         except (InputError, ValueError) as exc:
             raise HTTPException(status_code=422, detail=f"save label: {exc}") from exc
-        return self._store_label(image_id, label_tag, label, label_info)
+        extra = self.before_store_label(image_id, label_tag, label)  # e.g. the PACS copy (dicomweb_datastore)
+        return self._store_label(image_id, label_tag, label, {**(label_info or {}), **extra})
+
+    def before_store_label(self, image_id: str, label_tag: str, label: tuple) -> dict[str, Any]:
+        """Hook run on a checked label (data, affine) before it is stored; returns info to keep with it."""
+        return {}
 
     def _checked_label(self, label_file: Path, image_path: Path, label_info: Any, image_id: str) -> tuple:
         if not label_file.is_file() or label_file.stat().st_size == 0:

@@ -15,8 +15,9 @@ from typing import Any, Callable
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
+from ..answers import ANSWER_EXTENSIONS, answer_extension, check_answer_possible, write_label_answer
 from ..config import AppConfig
-from ..imageio import InputError, load_sequences, save_label
+from ..imageio import InputError, load_sequences
 from ..inference.classifier import Classifier
 from ..inference.consistency import CaseLesions, LesionSummary, apply_consistency
 from ..inference.segmenter import Segmenter
@@ -27,7 +28,7 @@ from .errors import checked_image_path, client_errors
 
 logger = logging.getLogger(__name__)
 
-RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
+RESULT_EXTENSIONS = ANSWER_EXTENSIONS  # also .seg.nrrd (Slicer segments) and .dcm (DICOM SEG, PACS cases)
 
 
 class BrainTumorSegInfer(InferTask):
@@ -47,7 +48,13 @@ class BrainTumorSegInfer(InferTask):
             dimension=3,
             description="3D U-Net on four co-registered MRI sequences (T1, T1c, T2, FLAIR): "
             "necrotic core, edema, enhancing tumour, with volumes",
-            config={"sequences": list(SEQUENCES), "spacing_mm": cfg.seg_spacing},
+            # Slicer sends each config key back with the first value as default: .seg.nrrd answers
+            # carry segment names, colours and codes (imageio_seg); .dcm is a DICOM SEG (PACS cases)
+            config={
+                "sequences": list(SEQUENCES),
+                "spacing_mm": cfg.seg_spacing,
+                "result_extension": [".seg.nrrd", ".nrrd", ".nii.gz", ".dcm"],
+            },
         )
         self.cfg = cfg
         self.segmenter = segmenter
@@ -59,14 +66,13 @@ class BrainTumorSegInfer(InferTask):
         return self.segmenter.store.available()
 
     def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        ext = str(request.get("result_extension") or ".nii.gz")
-        if ext not in RESULT_EXTENSIONS:
-            ext = ".nii.gz"
+        ext = answer_extension(request.get("result_extension"))
         with client_errors("segmentation"), self.admission.slot("segmentation"):
             path = checked_image_path(request.get("image"), self.cfg.studies)
             if path.name.lower().endswith(IMAGE_EXTS_2D):
                 raise InputError(f"{path.name} is a 2D image; segmentation needs a 3D case with four sequences")
             case = resolve_case(path)
+            check_answer_possible(ext, case)
             stack, affine, missing = load_sequences(
                 case.sequences, allow_missing=self.cfg.allow_missing_sequences, max_voxels=self.cfg.max_voxels
             )
@@ -83,7 +89,7 @@ class BrainTumorSegInfer(InferTask):
             params["lesions"] = summary.as_params()
             params["classification"] = self.classification(stack, affine, summary)
             out = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
-            save_label(out, seg.label, affine)
+            write_label_answer(out, seg.label, affine, case, seg.model_version)
         logger.info(
             "segmented %s: WT %.1f mL (model %s)", case.case_id, params["volumes_ml"]["whole_tumor"], seg.model_version
         )

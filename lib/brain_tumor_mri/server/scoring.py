@@ -110,6 +110,8 @@ class UncertaintyScoring(ScoringMethod):
             try:
                 if not is_3d_case(self.cfg.studies, datastore, image_id):
                     continue
+                if not getattr(datastore, "is_cached", lambda _: True)(image_id):
+                    continue  # a PACS study not fetched yet: scoring never downloads studies
                 if not force and stored_score(datastore.get_image_info(image_id), self.method, version) is not None:
                     result["skipped"] += 1
                     continue

@@ -33,10 +33,15 @@ class _PoolStrategy(Strategy):
 
     def __call__(self, request: dict[str, Any], datastore: Any) -> dict[str, Any] | None:
         ids = candidates(self.studies, datastore, request, self.reservations)
+        prepare = getattr(datastore, "prepare_case", None)  # a PACS datastore: fetch before serving
+        while ids:
+            case_id, extra = self.pick(ids, datastore)
+            if prepare is None or prepare(case_id):
+                break
+            ids.remove(case_id)  # a study that cannot be a case (logged by the datastore): pick another
         if not ids:
             logger.info("%s: no unlabelled 3D case left", type(self).__name__)
             return None
-        case_id, extra = self.pick(ids, datastore)
         self.reservations.reserve(case_id)
         logger.info("%s: serving %s", type(self).__name__, case_id)
         return {"id": case_id, **extra}

@@ -52,7 +52,7 @@ class ServerContext:
 
 
 def build_datastore(cfg: AppConfig) -> Any:
-    """The local datastore with validated, atomic label writes."""
+    """The local datastore with validated, atomic label writes (over a PACS cache for a DICOMweb URL)."""
     from monailabel.config import settings
 
     from .datastore import BrainTumorDatastore, clean_partial_files
@@ -60,12 +60,17 @@ def build_datastore(cfg: AppConfig) -> Any:
     removed = clean_partial_files(cfg.studies)
     if removed:
         logger.warning("removed %d partial label file(s) left by an interrupted save", removed)
-    datastore = BrainTumorDatastore(
-        str(cfg.studies),
-        extensions=settings.MONAI_LABEL_DATASTORE_FILE_EXT,
-        auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-        read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
-    )
+    kwargs = {
+        "extensions": settings.MONAI_LABEL_DATASTORE_FILE_EXT,
+        "auto_reload": settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
+        "read_only": settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+    }
+    if cfg.pacs_url:
+        from .dicomweb_datastore import build_pacs_datastore
+
+        datastore = build_pacs_datastore(cfg, **kwargs)
+    else:
+        datastore = BrainTumorDatastore(str(cfg.studies), **kwargs)
     datastore.max_voxels = cfg.max_voxels
     return datastore
 
