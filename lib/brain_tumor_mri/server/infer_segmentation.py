@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 
-from ..answers import ANSWER_EXTENSIONS, answer_extension, check_answer_possible, write_label_answer
+from ..answers import answer_extension, check_answer_possible, write_label_answer
 from ..config import AppConfig
 from ..imageio import InputError, load_sequences
 from ..inference.classifier import Classifier
@@ -27,8 +27,6 @@ from .admission import Admission
 from .errors import checked_image_path, client_errors
 
 logger = logging.getLogger(__name__)
-
-RESULT_EXTENSIONS = ANSWER_EXTENSIONS  # also .seg.nrrd (Slicer segments) and .dcm (DICOM SEG, PACS cases)
 
 
 class BrainTumorSegInfer(InferTask):

@@ -15,10 +15,11 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from ..answers import ANSWER_EXTENSIONS
 from ..layout import IMAGE_EXTS_2D, IMAGE_EXTS_3D, validate_case_id
 
-#: What the infer tasks can answer (``.seg.nrrd``: NRRD with Slicer segment metadata).
-RESULT_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".seg.nrrd")
+#: What the infer tasks can answer (``.seg.nrrd``: Slicer segments; ``.dcm``: DICOM SEG, PACS cases only).
+RESULT_EXTENSIONS = ANSWER_EXTENSIONS
 #: Labels are small integers; anything else would make Slicer misread the segments.
 RESULT_DTYPES = ("uint8",)
 #: Request keys MONAI Label fills from the URL and the upload; ``params`` must not override them.
