@@ -133,11 +133,25 @@ def _classification(
         out = (opts.out or layout.published_dir(opts.studies)) / CLASS_WEIGHTS[kind]
         parts[kind] = run_model(ClassModel(opts, init, kind), opts, (train, val, replay), out, run_dir / kind,
                                 progress, should_stop, rule)  # fmt: skip
+        if parts[kind].published and ddp.is_main() and val:
+            _calibrate(opts, kind, out, parts[kind])
         if parts[kind].status == "stopped":
             break
     if not parts:
         raise InputError(f"{opts.studies}: no kind with labelled cases of at least two tumour types")
     return combine(parts, run_dir)
+
+
+def _calibrate(opts: TrainOptions, kind: str, weights: Path, result: TrainResult) -> None:
+    """Fit the published classifier's temperature and low-confidence thresholds on this run's validation cases."""
+    from ..inference.classifier import build_classifier
+    from ..runtime import pick_device, use_reduced_precision
+    from .calibrate_weights import calibrate_weights
+
+    device = pick_device(opts.device)
+    classifier = build_classifier(weights.parent, device, use_reduced_precision(device, opts.bf16))
+    meta = calibrate_weights(classifier, opts.studies, kind, weights, split="val")
+    result.version = meta["version"]
 
 
 def combine(parts: dict[str, TrainResult], run_dir: Path) -> TrainResult:

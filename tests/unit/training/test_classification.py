@@ -50,6 +50,11 @@ def test_short_run_publishes_and_evaluate_writes_model_card_files(tmp_path: Path
     meta = load_model(out, "classification").meta
     assert meta["input_kind"] == "2d" and meta["input_size"] == 32 and meta["classes"][0] == "glioma"
     assert meta["training"]["decision_basis"]["selection"] == "balanced accuracy"
+    # the engine calibrated what it published, on exactly this run's validation cases
+    cal = meta["calibration"]
+    assert cal["fitted_on"]["split"] == "val" and cal["fitted_on"]["n"] == len(meta["training"]["val_cases"]) > 0
+    assert cal["fit"]["nll_after"] <= cal["fit"]["nll_before"] + 1e-9
+    assert meta["version"].startswith(cal["base_version"] + "-cal") and part["version"] == meta["version"]
     run = tmp_path / "run" / "2d"
     assert (run / "curves.png").is_file() and any((run / "tb").iterdir())
     with open(run / "metrics.csv", encoding="utf-8") as fp:
