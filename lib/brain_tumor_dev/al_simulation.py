@@ -3,10 +3,11 @@
 Every round a strategy picks ``batch`` cases from the unlabelled pool, their ground truth
 is "revealed" (the simulated annotator labels them), the model is fine-tuned briefly with
 the app's training loop (the initial model with its full training run), and Dice (mean of
-WT/TC/ET) is measured on a fixed held-out set. The picking runs the app's own code: the
-``Random`` and ``UncertaintyStrategy`` strategies over an in-memory datastore, with scores
-from ``uncertainty.case_uncertainty`` stored by ``scoring.merge_score`` exactly as the
-scoring methods store them.
+WT/TC/ET) is measured on a fixed held-out set, overall and per archive domain. The picking
+runs the app's own code: the ``Random``, ``UncertaintyStrategy`` and ``DiverseStrategy``
+strategies over an in-memory datastore, with scores from ``uncertainty.case_uncertainty``
+and features from ``diversity.pooled_features`` stored by ``scoring.merge_score`` /
+``merge_features`` exactly as the scoring methods store them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from brain_tumor_mri.activelearning.diversity import pooled_features, round_features
 from brain_tumor_mri.activelearning.pool import Reservations
 from brain_tumor_mri.activelearning.uncertainty import case_uncertainty
 from brain_tumor_mri.inference.segmenter import Segmenter
@@ -28,8 +30,8 @@ from brain_tumor_mri.labels import label_to_regions, regions_to_label
 from brain_tumor_mri.networks.checkpoint import load_model, save_model
 from brain_tumor_mri.networks.store import ModelStore
 from brain_tumor_mri.runtime import to_memory_format, use_reduced_precision
-from brain_tumor_mri.server.scoring import merge_score, served_version
-from brain_tumor_mri.server.strategies import Random, UncertaintyStrategy
+from brain_tumor_mri.server.scoring import merge_features, merge_score, served_version
+from brain_tumor_mri.server.strategies import DiverseStrategy, Random, UncertaintyStrategy
 from brain_tumor_mri.training.cache_file import CacheEntry
 from brain_tumor_mri.training.cases import CaseSpec
 from brain_tumor_mri.training.datasets import make_loader
@@ -44,6 +46,7 @@ from brain_tumor_mri.training.store import CaseStore
 logger = logging.getLogger(__name__)
 
 UNCERTAINTY_METHODS = ("epistemic", "tta")
+STRATEGIES = ("random", *UNCERTAINTY_METHODS, "diverse")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class SegCase:
     case_id: str
     image: torch.Tensor
     label: torch.Tensor
+    domain: str = ""  # archive domain (al_pool), for per-domain Dice
 
 
 def memory_store(cases: list[SegCase]) -> CaseStore:
@@ -102,6 +106,8 @@ class SimSettings:
     samples: int = 4  # stochastic passes per uncertainty score
     train: TrainOptions = field(default_factory=lambda: TrainOptions("segmentation", Path("."), Path(".")))
     initial_epochs: int = 20
+    initial_lr: float = 2e-3  # the initial model trains from scratch; rounds fine-tune at ``train.lr``
+    clusters: int = 8  # feature clusters of the diverse strategy
 
 
 @dataclass
@@ -115,26 +121,38 @@ class RoundResult:
     dice: dict[str, float]
     picked: list[str]
     seconds: float
+    domains: dict[str, float] = field(default_factory=dict)  # mean Dice per held-out domain
+    picked_domains: list[str] = field(default_factory=list)
 
 
-def make_segmenter(weights: Path, spacing: float) -> Segmenter:
-    """A segmenter serving ``weights`` exactly as the server would (CPU, auto bf16)."""
-    device = torch.device("cpu")
+def sim_device(opts: TrainOptions) -> torch.device:
+    """``opts.device`` with ``auto`` resolved (CUDA when there is one)."""
+    if opts.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(opts.device)
+
+
+def make_segmenter(weights: Path, spacing: float, device: torch.device | None = None) -> Segmenter:
+    """A segmenter serving ``weights`` exactly as the server would (auto bf16 on the CPU)."""
+    device = device or torch.device("cpu")
     reduced = use_reduced_precision(device, "auto")
     return Segmenter(ModelStore("segmentation", weights, weights, device, channels_last=reduced), spacing, reduced)
 
 
-def evaluate(seg: Segmenter, cases: list[SegCase]) -> dict[str, float]:
-    """Mean Dice per region over ``cases`` on the working grid, and the mean of the three."""
+def evaluate(seg: Segmenter, cases: list[SegCase]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean Dice per region over ``cases`` and the mean of the three; mean Dice per domain."""
     per_region: list[list[float]] = [[], [], []]
+    per_domain: dict[str, list[float]] = {}
     for case in cases:
         pred = label_to_regions(regions_to_label(seg.forward(case.image).numpy()))
         gt = label_to_regions(case.label.numpy())
+        values = [dice(pred[r], gt[r]) for r in range(3)]
         for r in range(3):
-            per_region[r].append(dice(pred[r], gt[r]))
+            per_region[r].append(values[r])
+        per_domain.setdefault(case.domain or "all", []).append(float(np.mean(values)))
     out = {name: float(np.mean(v)) for name, v in zip(("wt", "tc", "et"), per_region)}
     out["mean"] = float(np.mean([out["wt"], out["tc"], out["et"]]))
-    return out
+    return out, {d: float(np.mean(v)) for d, v in sorted(per_domain.items())}
 
 
 def train_initial(opts: TrainOptions, cases: list[SegCase], weights: Path, run_dir: Path) -> None:
@@ -155,9 +173,9 @@ def fine_tune(opts: TrainOptions, cases: list[SegCase], weights: Path) -> float:
     picks, which would freeze exactly the curves being compared.
     """
     loaded = load_model(weights, "segmentation")
-    device = torch.device("cpu")
+    device = sim_device(opts)
     reduced = use_reduced_precision(device, opts.bf16) and opts.amp
-    net = to_memory_format(loaded.network, reduced)
+    net = to_memory_format(loaded.network.to(device), reduced)
     ctx = StepContext(device, reduced, reduced, torch.optim.AdamW(net.parameters(), lr=opts.lr or 2e-4,
                                                                   weight_decay=1e-5))  # fmt: skip
     model = SegModel(opts, None)
@@ -171,7 +189,8 @@ def fine_tune(opts: TrainOptions, cases: list[SegCase], weights: Path) -> float:
         for x, y in loader:
             losses.append(train_step(net, ctx.to_device(x), model.target(y, ctx), dice_bce_loss, ctx))
     net.eval()
-    save_model(net.to(memory_format=torch.contiguous_format), weights, loaded.meta)  # type: ignore[call-overload]
+    net = net.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    save_model(net, weights, loaded.meta)
     return float(np.mean(losses)) if losses else float("nan")
 
 
@@ -180,16 +199,17 @@ def pick(
 ) -> list[str]:
     """Let ``strategy`` choose ``sim.batch`` cases, scoring the pool first if it needs scores."""
     book = Reservations()
+    version = served_version(seg.store)
     if strategy == "random":
         chooser: Any = Random(ds.studies, book, seed)
     elif strategy in UNCERTAINTY_METHODS:
-        version = served_version(seg.store)
-        for cid in ds.get_unlabeled_images():
-            unc = case_uncertainty(seg, _prepared(pool[cid]), strategy, sim.samples, seed=seed)
-            merge_score(ds, cid, strategy, {"score": unc.score, "model_version": version, "ts": int(time.time())})
+        store_scores(ds, pool, seg, strategy, sim.samples, seed, features=False)
         chooser = UncertaintyStrategy(ds.studies, book, strategy, lambda: version)
+    elif strategy == "diverse":
+        store_scores(ds, pool, seg, "epistemic", sim.samples, seed, features=True)
+        chooser = DiverseStrategy(ds.studies, book, "epistemic", lambda: version, sim.clusters, seed)
     else:
-        raise ValueError(f"unknown strategy {strategy!r}; expected random or one of {UNCERTAINTY_METHODS}")
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     picked = []
     for _ in range(sim.batch):
         answer = chooser({}, ds)
@@ -199,11 +219,33 @@ def pick(
     return picked
 
 
+def store_scores(
+    ds: MemoryDatastore, pool: dict[str, SegCase], seg: Segmenter, method: str, samples: int, seed: int, features: bool
+) -> None:
+    """Score the unlabelled cases (and, with ``features``, describe every case) as scoring does."""
+    version = served_version(seg.store)
+    model = seg.store.get()
+    for cid in ds.get_unlabeled_images():
+        unc = case_uncertainty(seg, _prepared(pool[cid]), method, samples, seed=seed, model=model)
+        merge_score(ds, cid, method, {"score": unc.score, "model_version": version, "ts": int(time.time())})
+    if features:
+        for cid in ds.ids:
+            vector = round_features(pooled_features(seg, pool[cid].image, model))
+            merge_features(ds, cid, {"vector": vector, "model_version": version, "ts": int(time.time())})
+
+
 def _prepared(case: SegCase) -> Any:
     """The minimal ``Prepared``-like object ``case_uncertainty`` reads (its image)."""
     from types import SimpleNamespace
 
     return SimpleNamespace(image=case.image)
+
+
+def _start_from(start_weights: Path, weights: Path) -> None:
+    """Copy the seed's initial weights and sidecar to a curve's own ``weights``."""
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".pt", ".json"):
+        shutil.copy(start_weights.with_suffix(suffix), weights.with_suffix(suffix))
 
 
 def run_strategy(
@@ -218,12 +260,12 @@ def run_strategy(
 ) -> list[RoundResult]:
     """One learning curve: start from ``initial`` labelled cases and ``start_weights``."""
     weights = work / f"seed{seed}-{strategy}" / "segmentation.pt"
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in (".pt", ".json"):
-        shutil.copy(start_weights.with_suffix(suffix), weights.with_suffix(suffix))
+    _start_from(start_weights, weights)
     ds = MemoryDatastore(sorted(pool), set(initial), work / "no-studies")
-    seg = make_segmenter(weights, sim.train.spacing)
-    results = [RoundResult(seed, strategy, 0, len(initial), evaluate(seg, test), sorted(initial), 0.0)]
+    seg = make_segmenter(weights, sim.train.spacing, sim_device(sim.train))
+    dice0, domains0 = evaluate(seg, test)
+    domains_of = [pool[i].domain for i in sorted(initial)]
+    results = [RoundResult(seed, strategy, 0, len(initial), dice0, sorted(initial), 0.0, domains0, domains_of)]
     train = sim.train.replace(seed=seed)
     for rnd in range(1, sim.rounds + 1):
         t0 = time.monotonic()
@@ -231,31 +273,42 @@ def run_strategy(
         if not picked:
             break
         ds.labelled.update(picked)
-        cases = [pool[i] for i in sorted(ds.labelled)]
-        loss = fine_tune(train, cases, weights)
-        scores = evaluate(seg, test)
+        loss = fine_tune(train, [pool[i] for i in sorted(ds.labelled)], weights)
+        scores, domains = evaluate(seg, test)
+        seconds = round(time.monotonic() - t0, 1)
+        picked_domains = [pool[i].domain for i in picked]
         results.append(
-            RoundResult(seed, strategy, rnd, len(ds.labelled), scores, picked, round(time.monotonic() - t0, 1))
+            RoundResult(seed, strategy, rnd, len(ds.labelled), scores, picked, seconds, domains, picked_domains)
         )
         logger.info(
             "seed %d %s round %d: %d labelled, loss %.3f, Dice %.4f (picked %s)",
-            seed,
-            strategy,
-            rnd,
-            len(ds.labelled),
-            loss,
-            scores["mean"],
-            ",".join(picked),
-        )
+            seed, strategy, rnd, len(ds.labelled), loss, scores["mean"], ",".join(picked),
+        )  # fmt: skip
     return results
 
 
+def full_pool_dice(
+    seed: int, pool: dict[str, SegCase], test: list[SegCase], start_weights: Path, work: Path, sim: SimSettings
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Held-out Dice when the whole pool is labelled: the seed's initial model fine-tuned on
+    every pool case with the same recipe, as many times as a curve has rounds."""
+    weights = work / f"seed{seed}-full" / "segmentation.pt"
+    _start_from(start_weights, weights)
+    train = sim.train.replace(seed=seed)
+    cases = [pool[i] for i in sorted(pool)]
+    for _ in range(sim.rounds):
+        fine_tune(train, cases, weights)
+    result = evaluate(make_segmenter(weights, sim.train.spacing, sim_device(sim.train)), test)
+    logger.info("seed %d full pool (%d cases): Dice %.4f", seed, len(cases), result[0]["mean"])
+    return result
+
+
 def initial_model(seed: int, pool: dict[str, SegCase], work: Path, sim: SimSettings) -> tuple[list[str], Path]:
-    """The seed's initial labelled set and a model trained on it from scratch."""
+    """The seed's initial labelled set (random, as a site starts) and a model trained on it from scratch."""
     rng = np.random.default_rng(seed)
     initial = sorted(rng.choice(sorted(pool), size=sim.initial, replace=False).tolist())
     weights = work / f"seed{seed}-initial" / "segmentation.pt"
-    settings = sim.train.replace(seed=seed, epochs=sim.initial_epochs, patience=sim.initial_epochs)
+    settings = sim.train.replace(seed=seed, epochs=sim.initial_epochs, patience=sim.initial_epochs, lr=sim.initial_lr)
     train_initial(settings, [pool[i] for i in initial], weights, weights.parent / "run")
     return initial, weights
 
@@ -272,25 +325,9 @@ def summarize_curves(results: list[RoundResult]) -> dict[str, dict[int, tuple[fl
     return {s: {n: stats(v) for n, v in sorted(c.items())} for s, c in acc.items()}
 
 
-def labels_saved(curves: dict[str, dict[int, tuple[float, float, int]]], baseline: str = "random") -> dict[str, Any]:
-    """Fewest labelled cases with which each strategy's mean curve reaches the baseline's final Dice."""
-    base = curves[baseline]
-    target = base[max(base)][0]
-
-    def first_reach(curve: dict[int, tuple[float, float, int]]) -> int | None:
-        return next((n for n, (m, _, _) in sorted(curve.items()) if m >= target), None)
-
-    n_base = first_reach(base)
-    out: dict[str, Any] = {"baseline": baseline, "target_dice": target, "baseline_labels": n_base, "strategies": {}}
-    for name, curve in curves.items():
-        if name == baseline:
-            continue
-        n = first_reach(curve)
-        saved = None if n is None or n_base is None else n_base - n
-        out["strategies"][name] = {
-            "labels_to_reach": n,
-            "labels_saved": saved,
-            "fraction_saved": None if saved is None or not n_base else round(saved / n_base, 3),
-            "final_dice": curve[max(curve)][0],
-        }
+def per_seed_curves(results: list[RoundResult]) -> dict[str, dict[int, dict[int, float]]]:
+    """strategy -> seed -> n_labelled -> mean Dice (the input of ``al_stats.labels_saved``)."""
+    out: dict[str, dict[int, dict[int, float]]] = {}
+    for r in results:
+        out.setdefault(r.strategy, {}).setdefault(r.seed, {})[r.n_labelled] = r.dice["mean"]
     return out

@@ -10,6 +10,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("brain_tumor_dev.benchmark", "measure inference speed and memory against a baseline"),
     "bench-pacs": ("brain_tumor_dev.bench_pacs", "time to first segmentation of a study from a PACS, cold and warm"),
     "simulate-active-learning": ("brain_tumor_dev.simulate_al", "simulated annotation loop per strategy"),
+    "al-archive": ("brain_tumor_dev.al_pool", "write a site-like archive (uneven domains and tumour types) for AL"),
     "fuzz": ("brain_tumor_dev.fuzz", "schema-driven fuzzing of a live server (schemathesis): no 5xx, datastore intact"),
     "soak": ("brain_tumor_dev.soak", "mixed load on a real server: resources flat, no label lost"),
 }

@@ -178,6 +178,7 @@ class AppConfig:
     infer_memory_mb: float = 2048.0  # full-volume pass when its estimate fits, else sliding window
     mc_samples: int = 3  # MC-dropout passes: 3 keeps scoring within 5x a plain inference (measured 4.3x)
     tta_samples: int = 4  # flips for test-time-augmentation scoring
+    al_clusters: int = 8  # feature clusters of the "diverse" next-sample strategy
     seed: int = 0
     max_upload_mb: int = 512  # largest request body (a 4-sequence BraTS case is ~40 MB gzipped)
     auth_download_grant_s: float = 60.0  # with auth on: Slicer's header-less Next Sample download window
@@ -219,6 +220,11 @@ class AppConfig:
             **_training_keys(),
             "mc_samples": ("mc_samples", _number(int, 2, 32), "Monte-Carlo dropout passes for epistemic scoring"),
             "tta_samples": ("tta_samples", _number(int, 2, 8), "augmented passes for TTA scoring"),
+            "al_clusters": (
+                "al_clusters",
+                _number(int, 1, 256),
+                "feature clusters of the diverse next-sample strategy (uncertainty mixed with diversity)",
+            ),
             "seed": ("seed", _number(int, 0, 2**31 - 1), "random seed for training and the random strategy"),
             "max_upload_mb": (
                 "max_upload_mb",

@@ -5,6 +5,11 @@ overwrite each other::
 
     {"scores": {"epistemic": {"score": 0.031, "model_version": "2025...-ab12cd34", "ts": 1718000000}}}
 
+The epistemic method also stores each 3D case's pooled bottleneck features (labelled
+cases too, so the ``diverse`` strategy knows what is already covered)::
+
+    {"features": {"vector": [0.12, ...], "model_version": "2025...-ab12cd34", "ts": 1718000000}}
+
 MONAI Label runs every scoring method in a subprocess after each "Next sample" and at
 start-up, so a run skips cases already scored with the served model version and only
 re-scores when training published a new model. A case that cannot be read is logged
@@ -21,6 +26,7 @@ from typing import Any, Callable
 
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 
+from ..activelearning.diversity import pooled_features, round_features
 from ..activelearning.pool import is_3d_case
 from ..activelearning.uncertainty import case_uncertainty
 from ..config import AppConfig
@@ -31,6 +37,7 @@ from ..networks.checkpoint import sidecar_path
 logger = logging.getLogger(__name__)
 
 SCORES_KEY = "scores"
+FEATURES_KEY = "features"
 
 
 def served_version(store: Any) -> str | None:
@@ -68,6 +75,20 @@ def stored_score(info: dict[str, Any], method: str, version: str | None) -> floa
         return None
 
 
+def stored_features(info: dict[str, Any], version: str | None) -> list[float] | None:
+    """The stored feature vector if it was computed with model ``version``, else None."""
+    entry = info.get(FEATURES_KEY)
+    if not isinstance(entry, dict) or version is None or entry.get("model_version") != version:
+        return None
+    vector = entry.get("vector")
+    if not isinstance(vector, list) or not vector:
+        return None
+    try:
+        return [float(v) for v in vector]
+    except (TypeError, ValueError):
+        return None
+
+
 def merge_score(datastore: Any, image_id: str, method: str, entry: dict[str, Any]) -> None:
     """Store ``entry`` under ``scores.<method>`` keeping other methods' scores and info."""
     reload_datastore(datastore)
@@ -76,10 +97,21 @@ def merge_score(datastore: Any, image_id: str, method: str, entry: dict[str, Any
     datastore.update_image_info(image_id, {SCORES_KEY: scores})
 
 
+def merge_features(datastore: Any, image_id: str, entry: dict[str, Any]) -> None:
+    """Store ``entry`` under ``features``, replacing the previous model version's vector."""
+    reload_datastore(datastore)
+    datastore.update_image_info(image_id, {FEATURES_KEY: entry})
+
+
 class UncertaintyScoring(ScoringMethod):
-    """Scores every unlabelled 3D case with one uncertainty method of ``uncertainty``."""
+    """Scores every unlabelled 3D case with one uncertainty method of ``uncertainty``.
+
+    With ``features`` it also stores every 3D case's pooled bottleneck features (one more
+    deterministic pass per case and model version) for the ``diverse`` strategy.
+    """
 
     method = ""
+    features = False
 
     def __init__(
         self, cfg: AppConfig, segmenter: Callable[[], Any], samples: int, description: str, save_maps: bool = True
@@ -92,11 +124,11 @@ class UncertaintyScoring(ScoringMethod):
 
     def info(self) -> dict[str, Any]:
         """What ``/info`` shows for this method: description, method and number of passes."""
-        return {**super().info(), "method": self.method, "samples": self.samples}
+        return {**super().info(), "method": self.method, "samples": self.samples, "features": self.features}
 
     def __call__(self, request: dict[str, Any], datastore: Any) -> dict[str, Any]:
         """Score unlabelled 3D cases lacking a current-model score (all with ``force``); report ids."""
-        result: dict[str, Any] = {"method": self.method, "scored": [], "skipped": 0, "failed": []}
+        result: dict[str, Any] = {"method": self.method, "scored": [], "skipped": 0, "failed": [], "described": []}
         segmenter = self._segmenter()
         try:
             version = segmenter.store.get().version
@@ -107,53 +139,94 @@ class UncertaintyScoring(ScoringMethod):
         force = bool(request.get("force", False))
         reload_datastore(datastore)
         for image_id in sorted(datastore.get_unlabeled_images()):
-            try:
-                if not is_3d_case(self.cfg.studies, datastore, image_id):
-                    continue
-                if not getattr(datastore, "is_cached", lambda _: True)(image_id):
-                    continue  # a PACS study not fetched yet: scoring never downloads studies
-                if not force and stored_score(datastore.get_image_info(image_id), self.method, version) is not None:
-                    result["skipped"] += 1
-                    continue
-                score = self.score_case(datastore, image_id, segmenter)
-                entry = {"score": score, "model_version": version, "ts": int(time.time()), "samples": self.samples}
-                merge_score(datastore, image_id, self.method, entry)
-                result["scored"].append(image_id)
-            except Exception as exc:  # one bad case must not stop the run
-                logger.warning("%s scoring: case %s skipped: %s", self.method, image_id, exc)
-                result["failed"].append(image_id)
+            self._run_case(datastore, image_id, segmenter, version, force, result)
+        if self.features:
+            for image_id in sorted(datastore.get_labeled_images()):
+                self._describe_labelled(datastore, image_id, segmenter, version, result)
         logger.info(
-            "%s scoring with model %s: %d scored, %d up to date, %d failed",
+            "%s scoring with model %s: %d scored, %d up to date, %d failed, %d labelled described",
             self.method,
             version,
             len(result["scored"]),
             result["skipped"],
             len(result["failed"]),
+            len(result["described"]),
         )
         return result
 
-    def score_case(self, datastore: Any, image_id: str, segmenter: Any) -> float:
-        """Load, preprocess and score one case; optionally save its uncertainty map."""
-        uri = datastore.get_image_uri(image_id)
-        case = resolve_case(uri)
+    def _scorable(self, datastore: Any, image_id: str) -> bool:
+        """A 3D case whose files are here (a PACS study not fetched yet is never downloaded)."""
+        if not is_3d_case(self.cfg.studies, datastore, image_id):
+            return False
+        return bool(getattr(datastore, "is_cached", lambda _: True)(image_id))
+
+    def _run_case(
+        self, datastore: Any, image_id: str, segmenter: Any, version: str, force: bool, result: dict[str, Any]
+    ) -> None:
+        """Score one unlabelled case unless it is up to date; a bad case is logged and listed."""
+        try:
+            if not self._scorable(datastore, image_id):
+                return
+            info = datastore.get_image_info(image_id)
+            fresh = stored_score(info, self.method, version) is not None
+            if fresh and (not self.features or stored_features(info, version) is not None) and not force:
+                result["skipped"] += 1
+                return
+            score, features = self.score_case(datastore, image_id, segmenter)
+            ts = int(time.time())
+            entry = {"score": score, "model_version": version, "ts": ts, "samples": self.samples}
+            merge_score(datastore, image_id, self.method, entry)
+            if features is not None:
+                merge_features(datastore, image_id, {"vector": features, "model_version": version, "ts": ts})
+            result["scored"].append(image_id)
+        except Exception as exc:  # one bad case must not stop the run
+            logger.warning("%s scoring: case %s skipped: %s", self.method, image_id, exc)
+            result["failed"].append(image_id)
+
+    def _describe_labelled(
+        self, datastore: Any, image_id: str, segmenter: Any, version: str, result: dict[str, Any]
+    ) -> None:
+        """Store a labelled case's features (what the ``diverse`` strategy counts as covered)."""
+        try:
+            if not self._scorable(datastore, image_id):
+                return
+            if stored_features(datastore.get_image_info(image_id), version) is not None:
+                return
+            _, prepared, model = self._prepare(datastore, image_id, segmenter)
+            vector = round_features(pooled_features(segmenter, prepared.image, model))
+            merge_features(datastore, image_id, {"vector": vector, "model_version": version, "ts": int(time.time())})
+            result["described"].append(image_id)
+        except Exception as exc:  # one bad case must not stop the run
+            logger.warning("%s scoring: features of labelled case %s skipped: %s", self.method, image_id, exc)
+            result["failed"].append(image_id)
+
+    def _prepare(self, datastore: Any, image_id: str, segmenter: Any) -> tuple[Any, Any, Any]:
+        """(loaded sequences and affine, preprocessed case, model) for one datastore case."""
+        case = resolve_case(datastore.get_image_uri(image_id))
         stack, affine, _ = load_sequences(
             case.sequences, allow_missing=self.cfg.allow_missing_sequences, max_voxels=self.cfg.max_voxels
         )
         model = segmenter.store.get()  # one model for preparation and every pass
-        prepared = segmenter.prepare(stack, affine, model=model)
+        return (case, affine), segmenter.prepare(stack, affine, model=model), model
+
+    def score_case(self, datastore: Any, image_id: str, segmenter: Any) -> tuple[float, list[float] | None]:
+        """Load, preprocess and score one case (and describe it, with ``features``); save its map."""
+        (case, affine), prepared, model = self._prepare(datastore, image_id, segmenter)
         unc = case_uncertainty(segmenter, prepared, self.method, self.samples, seed=self.cfg.seed, model=model)
-        folder = Path(uri).parent / CASES_DIR / case.case_id
+        folder = Path(datastore.get_image_uri(image_id)).parent / CASES_DIR / case.case_id
         if self.save_maps and folder.is_dir():
             save_nifti(
                 folder / f"uncertainty_{self.method}.nii.gz", unc.map_on_input_grid(prepared), affine, dtype="float32"
             )
-        return round(unc.score, 8)
+        features = round_features(pooled_features(segmenter, prepared.image, model)) if self.features else None
+        return round(unc.score, 8), features
 
 
 class EpistemicScoring(UncertaintyScoring):
     """Monte-Carlo-dropout uncertainty: what the current model has not learned yet."""
 
     method = "epistemic"
+    features = True
 
     def __init__(self, cfg: AppConfig, segmenter: Callable[[], Any], save_maps: bool = True) -> None:
         super().__init__(

@@ -1,8 +1,10 @@
 """Active-learning strategies behind Slicer's "Next sample" button.
 
 ``first`` and ``random`` are the baselines; ``UncertaintyStrategy`` serves the unlabelled
-case with the highest stored score of one scoring method (see ``scoring``). All of them
-serve only unlabelled 3D cases and reserve what they serve.
+case with the highest stored score of one scoring method (see ``scoring``);
+``DiverseStrategy`` mixes that score with diversity in the network's feature space
+(``activelearning.diversity``). All of them serve only unlabelled 3D cases and reserve
+what they serve.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import random
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from monailabel.interfaces.tasks.strategy import Strategy
 
+from ..activelearning.diversity import select
 from ..activelearning.pool import Reservations, candidates
-from .scoring import reload_datastore, stored_score
+from .scoring import reload_datastore, stored_features, stored_score
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ class _PoolStrategy(Strategy):
         self.reservations = reservations
 
     def pick(self, ids: list[str], datastore: Any) -> tuple[str, dict[str, Any]]:
+        """The case to serve among ``ids`` and the extra keys of the answer."""
         raise NotImplementedError
 
     def __call__(self, request: dict[str, Any], datastore: Any) -> dict[str, Any] | None:
@@ -91,3 +96,47 @@ class UncertaintyStrategy(_PoolStrategy):
         if scores[best] is None:
             logger.info("%s: no case scored for model %s yet; serving by id", self.method, version)
         return best, {"score": scores[best], "method": self.method}
+
+
+class DiverseStrategy(UncertaintyStrategy):
+    """Uncertainty with diversity: the most uncertain typical case of the least-covered cluster.
+
+    Clusters the stored bottleneck features of the candidates and of the cases already
+    labelled or reserved (``diversity.select``), so a batch served to several annotators
+    spreads over the archive instead of serving outliers or near-duplicates. Until every
+    candidate has a score and features for the served model, it falls back to the plain
+    uncertainty order (the answer says so in ``fallback``).
+    """
+
+    def __init__(
+        self,
+        studies: Path,
+        reservations: Reservations,
+        method: str,
+        current_version: Callable[[], str | None],
+        clusters: int,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(studies, reservations, method, current_version)
+        self.description = f"Uncertain and diverse unlabelled case ({method} score, {clusters} feature clusters)"
+        self.clusters = clusters
+        self.seed = seed
+
+    def pick(self, ids: list[str], datastore: Any) -> tuple[str, dict[str, Any]]:
+        reload_datastore(datastore)
+        version = self.current_version()
+        infos = {i: datastore.get_image_info(i) for i in ids}
+        scores = {i: stored_score(infos[i], self.method, version) for i in ids}
+        features = {i: stored_features(infos[i], version) for i in ids}
+        if any(scores[i] is None or features[i] is None for i in ids):
+            best, extra = super().pick(ids, datastore)
+            return best, {**extra, "strategy": "diverse", "fallback": "not every candidate scored and described yet"}
+        covered = (set(datastore.get_labeled_images()) | self.reservations.active()) - set(ids)
+        described = {i: np.asarray(v) for i, v in features.items() if v is not None}
+        for case_id in covered:
+            vector = stored_features(datastore.get_image_info(case_id), version)
+            if vector is not None:
+                described[case_id] = np.asarray(vector)
+        chosen = select({i: float(s) for i, s in scores.items() if s is not None}, described, covered, self.clusters,
+                        self.seed)  # fmt: skip
+        return chosen.case_id, {"method": self.method, "strategy": "diverse", **chosen.reason()}

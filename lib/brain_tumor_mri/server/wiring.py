@@ -116,12 +116,14 @@ def build_strategies(ctx: ServerContext) -> dict[str, Any]:
     strategies: dict[str, Any] = {"random": Random(cfg.studies, book, cfg.seed), "first": First(cfg.studies, book)}
     if "segmentation" in cfg.models:
         from .scoring import served_version
-        from .strategies import UncertaintyStrategy
+        from .strategies import DiverseStrategy, UncertaintyStrategy
+
+        def version() -> str | None:
+            return served_version(ctx.models.seg_store())
 
         for method in ("epistemic", "tta"):
-            strategies[method] = UncertaintyStrategy(
-                cfg.studies, book, method, lambda: served_version(ctx.models.seg_store())
-            )
+            strategies[method] = UncertaintyStrategy(cfg.studies, book, method, version)
+        strategies["diverse"] = DiverseStrategy(cfg.studies, book, "epistemic", version, cfg.al_clusters, cfg.seed)
     ctx.served["strategy"] = tuple(strategies)
     return strategies
 

@@ -98,8 +98,15 @@ def test_scoring_stores_scores_merges_and_skips_when_version_unchanged(studies, 
         assert scores["epistemic"]["model_version"] == version and scores["epistemic"]["score"] >= 0
         assert (studies / "cases" / cid / "uncertainty_epistemic.nii.gz").is_file()
     assert "scores" not in ds.get_image_info("lab") and "scores" not in ds.get_image_info("flat")
+    # Epistemic scoring also describes every 3D case, labelled ones included, for "diverse".
+    assert first["described"] == ["lab"]
+    vectors = {cid: ds.get_image_info(cid)["features"] for cid in ("c1", "c2", "c3", "lab")}
+    assert {v["model_version"] for v in vectors.values()} == {version}
+    assert {len(v["vector"]) for v in vectors.values()} == {TINY_NETWORK["channels"][-1]}
+    assert vectors["c1"]["vector"] != vectors["c2"]["vector"]
+    assert "features" not in ds.get_image_info("flat")
     again = EpistemicScoring(cfg, lambda: seg)({}, ds)
-    assert again["scored"] == [] and again["skipped"] == 3
+    assert again["scored"] == [] and again["skipped"] == 3 and again["described"] == []
     torch.manual_seed(1)
     save_model(
         build_segmentation_network(**TINY_NETWORK), tiny_weights, {"kind": "segmentation", "network": TINY_NETWORK}

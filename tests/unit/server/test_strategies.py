@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from brain_tumor_mri.activelearning.pool import Reservations
-from brain_tumor_mri.server.strategies import First, Random, UncertaintyStrategy
+from brain_tumor_mri.server.strategies import DiverseStrategy, First, Random, UncertaintyStrategy
 from tests.helpers.activelearning import StubDatastore, write_case_meta
 
 V1, V2 = "v1", "v2"
@@ -76,3 +76,33 @@ def test_no_served_model_means_no_current_scores(store):
     _scores(store, "epistemic", {"c5": (0.9, V1)})
     strat = UncertaintyStrategy(store.studies, Reservations(), "epistemic", lambda: None)
     assert strat({}, store) == {"id": "c1", "score": None, "method": "epistemic"}
+
+
+def _features(ds: StubDatastore, values: dict[str, tuple[list[float], str]]) -> None:
+    for i, (vector, version) in values.items():
+        ds.update_image_info(i, {"features": {"vector": vector, "model_version": version, "ts": 0}})
+
+
+def test_diverse_falls_back_to_uncertainty_until_every_candidate_is_described(store):
+    _scores(store, "epistemic", {"c1": (0.2, V1), "c3": (0.5, V1), "c4": (0.9, V1), "c5": (0.1, V1)})
+    _features(store, {"c1": ([0.0, 0.0], V1), "c3": ([0.0, 0.1], V1), "c4": ([9.0, 9.0], V2)})  # c4 stale
+    answer = DiverseStrategy(store.studies, Reservations(), "epistemic", lambda: V1, clusters=2)({}, store)
+    assert answer["id"] == "c4" and answer["fallback"] and answer["strategy"] == "diverse"
+
+
+def test_diverse_spreads_over_clusters_skips_labelled_and_reserved(store):
+    # c1, c3 near each other and most uncertain; c4, c5 another group; c2 (labelled) sits with c4/c5.
+    _scores(store, "epistemic", {"c1": (0.9, V1), "c3": (0.85, V1), "c4": (0.8, V1), "c5": (0.7, V1)})
+    vectors = {"c1": [0.0, 0.0], "c3": [0.1, 0.0], "c4": [5.0, 5.0], "c5": [5.1, 5.0], "c2": [5.0, 5.1]}
+    _features(store, {i: (v, V1) for i, v in vectors.items()})
+    book = Reservations()
+    strat = DiverseStrategy(store.studies, book, "epistemic", lambda: V1, clusters=2)
+    first = strat({}, store)
+    assert first["id"] == "c1" and first["score"] == 0.9 and first["cluster_size"] == 2
+    assert {"cluster", "distance", "deficit", "cluster_labelled"} <= set(first)
+    # A second annotator: c1 is reserved, its cluster now covered; c3 (its near-duplicate,
+    # next by pure uncertainty) waits and the other group's most uncertain case comes.
+    second = strat({}, store)
+    assert second["id"] == "c4" and second["cluster_labelled"] == 1
+    served = {first["id"], second["id"], strat({}, store)["id"], strat({}, store)["id"]}
+    assert served == {"c1", "c3", "c4", "c5"} and strat({}, store) is None
