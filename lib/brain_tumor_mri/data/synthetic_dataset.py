@@ -185,13 +185,16 @@ only on (seed, case index, options), so one case can be regenerated alone.
 Training and test sets are the same command with more cases and different seeds (a seed
 gives disjoint synthetic patients); `--start-index` keeps case ids apart as well:
 
-    brain-tumor sample-data /data/train --cases 200 --seed 101 --spacing 2 --slices-per-case 0
-    brain-tumor sample-data /data/test --cases 40 --seed 202 --spacing 2 --start-index 100000
+    brain-tumor sample-data /data/train --cases 200 --seed 101 --spacing 2
+    brain-tumor sample-data /data/test --cases 40 --seed 202 --spacing 2 --start-index 10000
 
 Leave one anatomy out (train without it, test on it alone):
 
-    brain-tumor sample-data /data/train-no-colin --cases 200 --seed 101 --exclude-anatomy colin27
-    brain-tumor sample-data /data/test-colin --cases 40 --seed 202 --anatomies colin27 --start-index 100000
+    brain-tumor sample-data /data/train-no-colin --cases 200 --seed 101 --spacing 2 --exclude-anatomy colin27
+    brain-tumor sample-data /data/test-colin --cases 40 --seed 202 --spacing 2 --anatomies colin27 --start-index 10000
+
+`brain-tumor import DIR STUDIES` turns each folder into a datastore. A 1 mm case (the default
+spacing, 240x240x155) has eight times the voxels of a 2 mm one.
 
 `--domain standard|wild|mixed` sets the contrast randomisation, `--profiles site_a:0.8,site_b:0.2`
 the scanner mix, `--metastasis-fraction` the share of metastasis cases.
