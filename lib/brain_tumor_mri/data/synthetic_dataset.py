@@ -137,9 +137,10 @@ metastasis fraction {opts.metastasis_fraction:g}):
 
     {command}
 
-The same command (same seed, spacing and options, same pinned package versions) regenerates
-byte-identical files, README included (gzip headers carry no time stamp); each case depends
-only on (seed, case index, options), so one case can be regenerated alone.
+The same command (same seed, spacing and options, on the same platform with the project's
+pinned package versions) regenerates byte-identical files, README included (gzip headers carry
+no time stamp); each case depends only on (seed, case index, options), so one case can be
+regenerated alone.
 
 ## Cases
 
@@ -182,8 +183,9 @@ only on (seed, case index, options), so one case can be regenerated alone.
 
 ## Bigger sets
 
-Training and test sets are the same command with more cases and different seeds (a seed
-gives disjoint synthetic patients); `--start-index` keeps case ids apart as well:
+Training and test sets are the same command with more cases and different seeds (different
+warps, tumours, contrasts and scanners); `--start-index` keeps case ids apart as well. Every
+set reuses the same real brains, so only a left-out anatomy is a brain the model never saw:
 
     brain-tumor sample-data /data/train --cases 200 --seed 101 --spacing 2
     brain-tumor sample-data /data/test --cases 40 --seed 202 --spacing 2 --start-index 10000
