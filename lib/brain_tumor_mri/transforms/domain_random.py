@@ -6,8 +6,9 @@ Entry points (the augmentation pipelines call exactly these two):
     ``image``: float tensor (C, x, y, z), already preprocessed (``transforms.preprocess``):
     each channel z-scored over the brain, background exactly 0 in every channel. Returns a
     new tensor of the same shape and dtype: background (voxels that are 0 in all channels)
-    still exactly 0, every non-empty channel re-z-scored over the brain (an all-zero
-    channel, e.g. a dropped sequence, stays all zero), no NaN/Inf.
+    still exactly 0, every non-empty channel with the foreground mean and std it had (so a
+    whole case stays z-scored and a training patch stays in the whole-brain frame inference
+    sees; an all-zero channel, e.g. a dropped sequence, stays all zero), no NaN/Inf.
 
 ``apply_domain_randomisation_2d(image, gen, settings=DomainRandomSettings()) -> Tensor``
     ``image``: float tensor (1, H, W) as ``classify_preprocess.prepare_image`` makes it
@@ -166,6 +167,13 @@ def _standardise(x: torch.Tensor, fg: torch.Tensor, mean: float = 0.0, std: floa
     return (x - vals.mean()) / vals.std() * std + mean
 
 
+def _moments(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and std of a channel's foreground (std 1 when it is flat: nothing to preserve)."""
+    if values.numel() < 2 or float(values.std()) < 1e-6:
+        return float(values.mean()) if values.numel() else 0.0, 1.0
+    return float(values.mean()), float(values.std())
+
+
 def apply_domain_randomisation(
     image: torch.Tensor, gen: torch.Generator, settings: DomainRandomSettings | None = None
 ) -> torch.Tensor:
@@ -178,13 +186,17 @@ def apply_domain_randomisation(
     if not bool(brain.any()) or s.strength <= 0:
         return image.clone()
     live = [c for c in range(x.shape[0]) if bool((x[c] != 0).any())]
+    # Each channel keeps the foreground mean and std it came with: on a whole case that is the
+    # z-score frame (0, 1); on a training patch it is the patch's share of the whole-brain frame,
+    # which inference sees, so a patch is never re-normalised on its own statistics.
+    frame = {c: _moments(x[c][brain]) for c in live}
     for c in live:
         unit, _, _ = _to_unit(x[c][brain])
         x[c][brain] = _channel(unit, gen, s) + 0.05  # keep the brain off zero before the spatial effects
     x = _spatial(x, brain.expand_as(x), gen, s)
     out = torch.zeros_like(x)
     for c in live:
-        out[c] = torch.where(brain, _standardise(x[c], brain), torch.zeros((), dtype=x.dtype))
+        out[c] = torch.where(brain, _standardise(x[c], brain, *frame[c]), torch.zeros((), dtype=x.dtype))
     return torch.nan_to_num(out).to(image.dtype)
 
 

@@ -55,6 +55,22 @@ def test_3d_keeps_background_shape_and_standardisation():
             assert abs(float(vals.mean())) < 1e-3 and abs(float(vals.std()) - 1.0) < 1e-3
 
 
+def test_3d_patch_keeps_its_share_of_the_whole_brain_frame():
+    # A training patch of a z-scored case (e.g. one centred on a bright tumour) has its own
+    # foreground moments; re-z-scoring it to (0, 1) would shift it away from what inference sees.
+    img = _image_3d()
+    patch = img.clone()
+    brain = (patch != 0).any(dim=0)
+    patch[:3] = torch.where(brain, patch[:3] * 0.6 + 1.5, torch.zeros(()))
+    for seed in range(4):
+        out = apply_domain_randomisation(patch, torch.Generator().manual_seed(seed), ALWAYS)
+        for c in range(3):
+            before, after = patch[c][brain], out[c][brain]
+            assert abs(float(after.mean()) - float(before.mean())) < 1e-3
+            assert abs(float(after.std()) - float(before.std())) < 1e-3
+        assert (out[:3] - patch[:3]).abs().mean() > 0.05, "the patch is still randomised"
+
+
 def test_3d_is_deterministic_per_seed_and_varies_across_seeds():
     img = _image_3d()
     a = apply_domain_randomisation(img, torch.Generator().manual_seed(7), ALWAYS)
