@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-pacs": ("brain_tumor_dev.bench_pacs", "time to first segmentation of a study from a PACS, cold and warm"),
     "simulate-active-learning": ("brain_tumor_dev.simulate_al", "simulated annotation loop per strategy"),
     "fuzz": ("brain_tumor_dev.fuzz", "schema-driven fuzzing of a live server (schemathesis): no 5xx, datastore intact"),
+    "adapt-curve": ("brain_tumor_dev.adapt_curve", "site adaptation: Dice on a new source vs corrections"),
     "soak": ("brain_tumor_dev.soak", "mixed load on a real server: resources flat, no label lost"),
 }
 
