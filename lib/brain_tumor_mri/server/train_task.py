@@ -22,8 +22,26 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from ..config import AppConfig
 from ..layout import published_dir
+from .compat import requires
 
 logger = logging.getLogger(__name__)
+
+
+def _result_is_logged() -> bool:
+    """MONAI Label's task subprocess logs the dict ``__call__`` returns (``GET /train/`` details show it)."""
+    import inspect
+
+    from monailabel.interfaces.utils import app
+
+    source = inspect.getsource(app.save_result)
+    return "Result: " in source and "json.dumps(result)" in source
+
+
+requires(
+    "monailabel.interfaces.utils.app.save_result logs the train task's returned stats as 'Result: <json>'",
+    "server.train_task (the publish decision and its basis in GET /train/ details)",
+    _result_is_logged,
+)
 
 
 class ModelTrainTask(TrainTask):
