@@ -152,17 +152,21 @@ def run(args: argparse.Namespace) -> int:
                 row["scratch"] = _one(args, train, evals, original, [], True, work / "studies")
             logger.info("n=%d seed=%d: %s", count, seed, json.dumps(row, default=str))
             rows.append(row)
-    summary = {"command": "brain-tumor-dev " + shlex.join(sys.argv[1:]), "studies": str(studies),
+            _write(args, rows, {"command": "brain-tumor-dev " + shlex.join(sys.argv[1:]), "studies": str(studies),
                "eval_cases": eval_ids, "original_cases": [s.case_id for s in original],
                "replay": str(args.replay) if args.replay else None, "replay_cases": [s.case_id for s in replay],
                "replay_fraction": args.replay_fraction, "runs": rows,
-               "finished": time.strftime("%Y-%m-%d %H:%M")}  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    (args.out / "table.md").write_text(to_markdown(rows), encoding="utf-8")
-    plot(rows, args.out / "adapt_curve.png")
+               "finished": time.strftime("%Y-%m-%d %H:%M")})  # fmt: skip
     logger.info("adaptation curve:\n%s", to_markdown(rows))
     return 0
+
+
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Write the summary, table and plot of the rows so far (after every retrain: a long run can be cut short)."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps({**summary, "runs": rows}, indent=2), encoding="utf-8")
+    (args.out / "table.md").write_text(to_markdown(rows), encoding="utf-8")
+    plot(rows, args.out / "adapt_curve.png")
 
 
 def _agg(rows: list[dict[str, Any]], count: int, kind: str, key: str, region: str) -> float | None:
