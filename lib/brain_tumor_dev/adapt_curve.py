@@ -56,6 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", type=Path, default=Path("model_weights/segmentation.pt"), help="the served model")
     p.add_argument("--scratch", action="store_true", help="also train from scratch on the same cases")
     p.add_argument("--max-minutes", type=float, default=0.0, help="cap on each retrain (0: the recipe's budget)")
+    p.add_argument("--lr", type=float, help="peak learning rate of the adaptation (default: the recipe's)")
     p.add_argument("--budget-scale", type=float, default=1.0,
                    help="multiply the recipe's patch budget (e.g. 0.25 for a quick look, 4 on a GPU)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -77,7 +78,9 @@ def _datastore(src: Path, ids: list[str], dst: Path) -> Path:
     """A datastore of links to ``ids`` of ``src``, their labels as final labels."""
     (dst / "labels" / "final").mkdir(parents=True, exist_ok=True)
     (dst / "cases").mkdir(exist_ok=True)
-    for cid in ids:
+    for cid in ids:  # a rerun with the same --workdir finds its links already there
+        if (dst / "labels" / "final" / f"{cid}.nii.gz").is_symlink():
+            continue
         (dst / f"{cid}.nii.gz").symlink_to((src / f"{cid}.nii.gz").resolve())
         if (src / "cases" / cid).is_dir():
             (dst / "cases" / cid).symlink_to((src / "cases" / cid).resolve(), target_is_directory=True)
@@ -111,8 +114,8 @@ def _one(args: argparse.Namespace, train: list[CaseSpec], evals: list[CaseSpec],
     if scratch:  # the served model's architecture, its from-scratch learning rate, the same budget
         network = json.loads(sidecar_path(args.init).read_text(encoding="utf-8")).get("network", {})
         opts = opts.replace(lr=1e-3, schedule="cosine", network=network, max_minutes=args.max_minutes or 0.0)
-    elif args.max_minutes:
-        opts = opts.replace(max_minutes=args.max_minutes)
+    else:
+        opts = opts.replace(max_minutes=args.max_minutes or 0.0, lr=args.lr or opts.lr)
     name = "scratch" if scratch else "adapt"
     res = run_model(SegModel(opts, init), opts, (train, evals + original, [] if scratch else replay),
                     work / f"{name}.pt", opts.run_dir or work, None, None, _keep)  # fmt: skip
