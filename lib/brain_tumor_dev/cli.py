@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate-active-learning": ("brain_tumor_dev.simulate_al", "simulated annotation loop per strategy"),
     "al-archive": ("brain_tumor_dev.al_pool", "write a site-like archive (uneven domains and tumour types) for AL"),
     "fuzz": ("brain_tumor_dev.fuzz", "schema-driven fuzzing of a live server (schemathesis): no 5xx, datastore intact"),
+    "adapt-curve": ("brain_tumor_dev.adapt_curve", "site adaptation: Dice on a new source vs corrections"),
     "soak": ("brain_tumor_dev.soak", "mixed load on a real server: resources flat, no label lost"),
 }
 

@@ -140,10 +140,58 @@ def _training_keys() -> dict[str, tuple[str, Callable[[str, str], Any], str]]:
             _number(float, 0.0, 1e7),
             "hold a run's preprocessed cases in RAM only when they fit this (MB); else stream from disk",
         ),
+        **_adapt_keys(),
         "infer_memory_mb": (
             "infer_memory_mb",
             _number(float, 1.0, 1e7),
             "segmentation: one full-volume pass when its estimated memory fits (MB), else sliding window",
+        ),
+    }
+
+
+def _adapt_keys() -> dict[str, tuple[str, Callable[[str, str], Any], str]]:
+    """The ``--conf`` keys of site adaptation (fine-tuning the served model on a site's corrections)."""
+    return {
+        "train_adapt": (
+            "train_adapt",
+            _bool,
+            "fine-tuning the served segmentation model uses the site-adaptation recipe and the "
+            "cross-validated publish decision (training/adapt.py)",
+        ),
+        "train_cv_folds": (
+            "train_cv_folds",
+            _number(int, 2, 10),
+            "site adaptation: folds over the labelled cases for the publish decision (at most one per case)",
+        ),
+        "train_publish_margin": (
+            "train_publish_margin",
+            _number(float, 0.0, 0.2),
+            "site adaptation: publish when the cross-validated mean Dice gain over the served model exceeds this",
+        ),
+        "train_original_max_drop": (
+            "train_original_max_drop",
+            _number(float, 0.0, 1.0),
+            "site adaptation: refuse a model whose mean Dice on held-out original-domain cases drops by more",
+        ),
+        "train_replay_studies": (
+            "train_replay_studies",
+            _text,
+            "labelled datastore of the served model's original domain, replayed while adapting; empty = no replay",
+        ),
+        "train_replay_fraction": (
+            "train_replay_fraction",
+            _number(float, 0.0, 0.9),
+            "site adaptation: share of training patches drawn from the replay datastore",
+        ),
+        "train_replay_check": (
+            "train_replay_check",
+            _number(int, 0, 64),
+            "site adaptation: replay cases held out (never trained on) to check the original domain",
+        ),
+        "train_adapt_minutes": (
+            "train_adapt_minutes",
+            _number(float, 0.0, 7 * 24 * 60.0),
+            "site adaptation: wall-time budget of all its runs (folds + final), split evenly; 0 = none",
         ),
     }
 
@@ -175,6 +223,14 @@ class AppConfig:
     train_workers: int = -1  # DataLoader worker processes; -1: half the CPU cores (at most 8)
     train_cache_dir: str = ""  # preprocessed-case cache; "": <studies>/model/cache
     train_cache_ram_mb: float = 1024.0  # keep the run's cases in RAM only when they fit this
+    train_adapt: bool = True  # fine-tuning the served segmentation model: site-adaptation recipe + CV decision
+    train_cv_folds: int = 3
+    train_publish_margin: float = 0.01
+    train_original_max_drop: float = 0.02
+    train_replay_studies: str = ""
+    train_replay_fraction: float = 0.25
+    train_replay_check: int = 4
+    train_adapt_minutes: float = 4.0
     infer_memory_mb: float = 2048.0  # full-volume pass when its estimate fits, else sliding window
     mc_samples: int = 3  # MC-dropout passes: 3 keeps scoring within 5x a plain inference (measured 4.3x)
     tta_samples: int = 4  # flips for test-time-augmentation scoring

@@ -28,8 +28,13 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
                    "128 finer)")  # fmt: skip
     p.add_argument("--samples-per-epoch", type=int, help="patches per epoch (default: max(cases, 16))")
     p.add_argument("--fg-fraction", type=float, help="share of patches centred on tumour (default: 0.5)")
-    p.add_argument("--schedule", choices=("cosine", "plateau"), help="learning-rate schedule (default: cosine)")
+    p.add_argument("--schedule", choices=("cosine", "warmup_cosine", "plateau"),
+                   help="learning-rate schedule (default: cosine)")  # fmt: skip
     p.add_argument("--allow-missing-sequences", action="store_true", help="zero-fill missing sequences")
+    p.add_argument("--no-adapt", action="store_true", help="fine-tune plainly, without the site-adaptation "
+                   "recipe and its cross-validated publish decision (on by default, as in the server)")  # fmt: skip
+    p.add_argument("--cv-folds", type=int, help="site adaptation: cross-validation folds (default: config 3)")
+    p.add_argument("--adapt-minutes", type=float, help="site adaptation: wall-time budget of all its runs")
 
 
 def add_classification_arguments(p: argparse.ArgumentParser) -> None:

@@ -50,7 +50,8 @@ _FLAGS = {"epochs": "epochs", "lr": "lr", "seed": "seed", "device": "device", "b
           "val_fraction": "val_fraction", "patience": "patience", "batch_size": "batch_size", "workers": "workers",
           "cache_ram_mb": "cache_ram_mb", "domain_random": "domain_random", "nproc": "nproc",
           "max_minutes": "max_minutes", "replay_fraction": "replay_fraction", "samples_per_epoch": "samples_per_epoch",
-          "fg_fraction": "fg_fraction", "schedule": "schedule", "input_size": "input_size"}  # fmt: skip
+          "fg_fraction": "fg_fraction", "schedule": "schedule", "input_size": "input_size", "cv_folds": "cv_folds",
+          "adapt_minutes": "adapt_minutes"}  # fmt: skip
 
 
 def options_from_args(args: argparse.Namespace, model: str) -> TrainOptions:
@@ -69,6 +70,9 @@ def options_from_args(args: argparse.Namespace, model: str) -> TrainOptions:
         changes["allow_missing"] = True
     if model == "segmentation" and args.patch is not None:
         changes["patch"] = args.patch
+    explicit = tuple(sorted(k for k, v in changes.items() if k not in ("max_minutes", "replay_fraction") or v))
+    if getattr(args, "no_adapt", False):
+        changes["adapt"] = False
     if getattr(args, "spacing", None) is not None:
         changes["spacing" if model == "segmentation" else "class_spacing"] = args.spacing
     if model == "classification":
@@ -76,4 +80,4 @@ def options_from_args(args: argparse.Namespace, model: str) -> TrainOptions:
     if model == "segmentation" and args.spacing is not None and args.init != "none":
         raise ValueError("--spacing applies to training from scratch (--init none); fine-tuning keeps the "
                          "initial model's spacing")  # fmt: skip
-    return opts.replace(**changes).checked()
+    return opts.replace(**changes, explicit=explicit).checked()

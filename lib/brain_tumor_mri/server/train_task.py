@@ -6,7 +6,10 @@ options are built from it plus the request (checked by ``parse_train_request``),
 detour through command-line strings, and ``run_training`` is the very call the
 ``brain-tumor train`` command makes. Stats come from the newest run's ``result.json``:
 Slicer's accuracy bar reads ``best_metric``; ``decision`` and ``decision_basis`` say why a
-model was or was not published.
+model was or was not published (for site adaptation: the cross-validation folds, per-case
+Dice of the served model and of each fold's candidate, the margin, the original-domain
+check and the verdict; ``training.crossval``). MONAI Label prints what ``__call__``
+returns into the task's log, which ``GET /train/`` serves as ``details``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,26 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from ..config import AppConfig
 from ..layout import published_dir
+from .compat import requires
 
 logger = logging.getLogger(__name__)
+
+
+def _result_is_logged() -> bool:
+    """MONAI Label's task subprocess logs the dict ``__call__`` returns (``GET /train/`` details show it)."""
+    import inspect
+
+    from monailabel.interfaces.utils import app
+
+    source = inspect.getsource(app.save_result)
+    return "Result: " in source and "json.dumps(result)" in source
+
+
+requires(
+    "monailabel.interfaces.utils.app.save_result logs the train task's returned stats as 'Result: <json>'",
+    "server.train_task (the publish decision and its basis in GET /train/ details)",
+    _result_is_logged,
+)
 
 
 class ModelTrainTask(TrainTask):
@@ -38,7 +59,9 @@ class ModelTrainTask(TrainTask):
             "val_fraction": self.cfg.train_val_fraction,
             "patience": self.cfg.train_patience,
             "init": "auto",
-        }
+        } | (
+            {"adapt": self.cfg.train_adapt, "cv_folds": self.cfg.train_cv_folds} if self.model == "segmentation" else {}
+        )
 
     def options(self, request: dict[str, Any] | None) -> Any:
         """The run's ``TrainOptions``: the server's config, then the request's checked keys."""

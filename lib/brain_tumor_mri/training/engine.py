@@ -51,6 +51,7 @@ class LoopSettings:
     patience: int
     max_seconds: float = 0.0
     schedule: str = "cosine"  # cosine | plateau | warmup_cosine
+    final_only: bool = False  # fixed budget: validate only after the last epoch, keep that epoch (no selection)
 
 
 @dataclass
@@ -123,7 +124,7 @@ def _train_epoch(
 
 def _verdict(s: LoopSettings, epoch: int, best: Best, stop: bool, elapsed: float) -> str | None:
     """Why the loop ends after this epoch (early stop, stop request, time budget), or None."""
-    if epoch - best.epoch >= s.patience:
+    if not s.final_only and epoch - best.epoch >= s.patience:
         logger.info("early stop: no improvement for %d epochs", s.patience)
         return "early_stopped"
     if stop:
@@ -134,16 +135,27 @@ def _verdict(s: LoopSettings, epoch: int, best: Best, stop: bool, elapsed: float
     return None
 
 
-def _row(epoch: int, s: LoopSettings, loss: float, scores: ValScores, times: tuple[float, ...], lr: float,
+def _row(epoch: int, s: LoopSettings, loss: float, scores: ValScores | None, times: tuple[float, ...], lr: float,
          best: Best) -> dict[str, Any]:  # fmt: skip
     """One epoch's record (CSV columns plus what the progress callback shows)."""
     t_data, t_step, t_val, total = times
     row: dict[str, Any] = {"epoch": epoch, "epochs": s.epochs, "train_loss": loss, "lr": lr}
-    row.update({f"val_{k}": v for k, v in scores.summary.items()})
+    row.update({f"val_{k}": v for k, v in scores.summary.items()} if scores is not None else {})
     row.update({"data_s": round(t_data, 2), "step_s": round(t_step, 2), "val_s": round(t_val, 2),
                 "seconds": round(total, 2), "best_epoch": best.epoch,
                 "best_metric": best.scores.metric if best.scores else None})  # fmt: skip
     return row
+
+
+def _validates(s: LoopSettings, epoch: int, elapsed: float) -> bool:
+    """Whether this epoch is validated: always, or (fixed budget) only the one the run ends with.
+
+    A fixed-budget run keeps its last epoch whatever its score, so choosing among epochs
+    never peeks at the cases it is judged on (the cross-validated publish decision).
+    """
+    if not s.final_only or epoch == s.epochs:
+        return True
+    return bool(s.max_seconds and elapsed >= s.max_seconds)
 
 
 def train_loop(
@@ -168,22 +180,28 @@ def train_loop(
             result.status = "stopped"
             return result
         t1 = time.monotonic()
-        scores = ddp.from_main(parts.validate(plain, ctx) if ddp.is_main() else None)
-        assert scores is not None  # rank 0 validated and broadcast
-        result.best.offer(epoch, scores, plain)
+        scores = None
+        if _validates(settings, epoch, t1 - start):
+            scores = ddp.from_main(parts.validate(plain, ctx) if ddp.is_main() else None)
+            assert scores is not None  # rank 0 validated and broadcast
+            result.best.offer(epoch, scores, plain)
         if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            assert scores is not None  # plateau runs validate every epoch (options.checked)
             sched.step(scores.metric)
         else:
             sched.step()
         now = time.monotonic()
         row = _row(epoch, settings, loss, scores, (t_data, t_step, now - t1, now - t0), lr, result.best)
+        if scores is None:
+            row.update({f"val_{k}": float("nan") for k in parts.val_keys})
         result.history.append(row)
         if log is not None:
             log.log(row)
         if progress is not None and ddp.is_main():
             progress(dict(row))
         flag = stop_now() if stop_now is not None else False  # collective: asked on every rank
-        verdict = _verdict(settings, epoch, result.best, flag, now - start) if ddp.is_main() else None
+        elapsed = (t1 if settings.final_only else now) - start  # fixed budget: the same clock _validates read
+        verdict = _verdict(settings, epoch, result.best, flag, elapsed) if ddp.is_main() else None
         verdict = ddp.from_main(verdict)
         if verdict is not None:
             result.status = verdict

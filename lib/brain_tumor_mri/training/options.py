@@ -24,7 +24,8 @@ PATCH_COARSE, PATCH_FINE = 96, 128
 
 #: request key -> options field (the request's own names are Slicer's train panel's)
 REQUEST_FIELDS = {"max_epochs": "epochs", "lr": "lr", "val_fraction": "val_fraction", "patience": "patience",
-                  "init": "init", "seed": "seed", "nproc": "nproc"}  # fmt: skip
+                  "init": "init", "seed": "seed", "nproc": "nproc", "adapt": "adapt",
+                  "cv_folds": "cv_folds"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,16 @@ class TrainOptions:
     # a second source drawn at a fixed fraction (e.g. the original training data while fine-tuning)
     replay_studies: Path | None = None
     replay_fraction: float = 0.0
+    # site adaptation (``training.adapt``): the recipe and the cross-validated publish decision
+    adapt: bool = False  # applies only when fine-tuning a segmentation model
+    cv_folds: int = 3
+    publish_margin: float = 0.01
+    original_max_drop: float = 0.02
+    replay_check: int = 4  # replay cases held out to check the original domain (never trained on)
+    adapt_minutes: float = 0.0  # wall-time budget of all adaptation runs together; 0 = none
+    final_only: bool = False  # fixed budget: validate after the last epoch only and keep that epoch
+    # fields the user set (request / CLI): the adaptation recipe leaves them alone; not a setting, so not compared
+    explicit: tuple[str, ...] = field(default=(), compare=False)
     network: dict[str, Any] = field(default_factory=dict)  # scratch-only overrides of the network defaults
     store_half: bool = True  # segmentation weights stored as fp16
     command: str = ""  # the command that reproduces the run (sidecar provenance)
@@ -83,8 +94,14 @@ class TrainOptions:
             cache_dir=Path(cfg.train_cache_dir).resolve() if cfg.train_cache_dir else None,
             cache_ram_mb=cfg.train_cache_ram_mb, domain_random=cfg.train_domain_random,
             allow_missing=cfg.allow_missing_sequences, infer_memory_mb=cfg.infer_memory_mb, spacing=cfg.seg_spacing,
-            patch=cfg.train_patch, fg_fraction=cfg.train_fg_fraction,
+            patch=cfg.train_patch, fg_fraction=cfg.train_fg_fraction, adapt=cfg.train_adapt and model == "segmentation",
+            cv_folds=cfg.train_cv_folds, publish_margin=cfg.train_publish_margin,
+            original_max_drop=cfg.train_original_max_drop, replay_check=cfg.train_replay_check,
+            adapt_minutes=cfg.train_adapt_minutes,
         )  # fmt: skip
+        if cfg.train_replay_studies and model == "segmentation":
+            base = base.replace(replay_studies=Path(cfg.train_replay_studies).resolve(),
+                                replay_fraction=cfg.train_replay_fraction)  # fmt: skip
         changes = {REQUEST_FIELDS[k]: v for k, v in (request or {}).items() if k in REQUEST_FIELDS}
         if "max_minutes" in (request or {}):
             changes["max_minutes"] = float(request["max_minutes"])  # type: ignore[index]
@@ -92,7 +109,7 @@ class TrainOptions:
             import torch
 
             changes["nproc"] = max(1, torch.cuda.device_count())
-        return base.replace(**changes).checked()
+        return base.replace(**changes, explicit=tuple(sorted(changes))).checked()
 
     def replace(self, **changes: Any) -> TrainOptions:
         """A copy with ``changes``."""
@@ -113,8 +130,12 @@ class TrainOptions:
             raise ValueError("fg_fraction must be in [0, 1] and replay_fraction in [0, 1)")
         if self.replay_fraction > 0 and self.replay_studies is None:
             raise ValueError("replay_fraction needs replay_studies (--replay STUDIES)")
-        if self.schedule not in ("cosine", "plateau"):
-            raise ValueError(f"schedule {self.schedule!r}: expected cosine or plateau")
+        if self.schedule not in ("cosine", "plateau", "warmup_cosine"):
+            raise ValueError(f"schedule {self.schedule!r}: expected cosine, warmup_cosine or plateau")
+        if self.final_only and self.schedule == "plateau":
+            raise ValueError("a fixed-budget run (final_only) cannot follow the plateau schedule: it validates once")
+        if not 2 <= self.cv_folds <= 10 or self.replay_check < 0 or self.adapt_minutes < 0:
+            raise ValueError("cv_folds must be in [2, 10], replay_check and adapt_minutes at least 0")
         if not set(self.kinds) <= {"2d", "3d"} or not self.kinds:
             raise ValueError(f"kinds {self.kinds}: expected 2d, 3d or both")
         if self.model == "classification" and len(self.kinds) > 1 and self.init not in ("auto", "none"):

@@ -97,6 +97,8 @@ REQUEST_KEYS: dict[str, RequestKey] = {
     "max_minutes": RequestKey(_float(0.0, 7 * 24 * 60), "wall-time budget in minutes (0: none)"),
     "nproc": RequestKey(_int(1, 64), "data-parallel worker processes", ("segmentation", "classification")),
     "multi_gpu": RequestKey(_bool, "one worker per visible GPU", ("segmentation", "classification")),
+    "adapt": RequestKey(_bool, "site adaptation recipe + cross-validated publish decision", ("segmentation",)),
+    "cv_folds": RequestKey(_int(2, 10), "site adaptation: cross-validation folds", ("segmentation",)),
 }
 
 

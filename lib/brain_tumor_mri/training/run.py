@@ -104,14 +104,19 @@ def _segmentation(
     opts: TrainOptions, run_dir: Path, progress: Progress | None, should_stop: Callable[[], bool] | None,
     rule: PublishRule,
 ) -> TrainResult:  # fmt: skip
-    """One segmentation run over the datastore's labelled 3D cases."""
-    model = SegModel(opts, _init_for(opts, SEG_WEIGHTS))
+    """One segmentation run over the datastore's labelled 3D cases (site adaptation when asked and fine-tuning)."""
+    init = _init_for(opts, SEG_WEIGHTS)
+    out = opts.out or layout.published_dir(opts.studies) / SEG_WEIGHTS
+    if opts.adapt and init is not None:
+        from .adapt_run import run_adaptation
+
+        return run_adaptation(opts, init, run_dir, out, progress, should_stop)
+    model = SegModel(opts, init)
     specs = segmentation_cases(opts.studies)
     if not specs:
         raise InputError(f"{opts.studies}: no 3D cases with a final label (labels/final/<id>.nii.gz)")
     train, val = split_segmentation(specs, opts.val_fraction, opts.seed)
     replay = segmentation_cases(opts.replay_studies, REPLAY) if opts.replay_studies else []
-    out = opts.out or layout.published_dir(opts.studies) / SEG_WEIGHTS
     return run_model(model, opts, (train, val, replay), out, run_dir, progress, should_stop, rule)
 
 

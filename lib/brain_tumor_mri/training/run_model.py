@@ -136,7 +136,8 @@ def train_stores(
     log = RunLog(run_dir, model.val_keys, model.tag) if ddp.is_main() else None
     logger.info("%s: training on %d cases, validating on %d, batch %d; run dir %s", model.tag,
                 cache_info["n_train"], len(val_store), batch, run_dir)  # fmt: skip
-    settings = LoopSettings(opts.epochs, opts.patience, opts.max_minutes * 60, _schedule(model, opts))
+    settings = LoopSettings(opts.epochs, opts.patience, opts.max_minutes * 60, _schedule(model, opts),
+                            opts.final_only)  # fmt: skip
     try:
         loop = train_loop(parts, net, ctx, settings, log, progress, should_stop)
     finally:

@@ -1,0 +1,36 @@
+"""``brain-tumor-dev adapt-curve`` end to end on tiny cases: summary, table and plot with every retrain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from brain_tumor_dev.cli import main
+from brain_tumor_mri.networks.checkpoint import save_model
+from brain_tumor_mri.networks.factory import build_segmentation_network
+from tests.helpers.segmentation import SMALL_NET, SPACING, make_datastore
+
+
+def test_adapt_curve_writes_before_after_scratch_and_times(tmp_path: Path) -> None:
+    site = make_datastore(tmp_path / "site", n=4)
+    original = make_datastore(tmp_path / "original", n=2)
+    init = tmp_path / "served" / "segmentation.pt"
+    save_model(build_segmentation_network(**SMALL_NET), init,
+               {"kind": "segmentation", "network": SMALL_NET, "spacing": SPACING, "patch": [32, 32, 32]})  # fmt: skip
+    out = tmp_path / "out"
+    argv = ["adapt-curve", "--studies", str(site), "--counts", "1,2", "--seeds", "1", "--eval", "1",
+            "--replay", str(original), "--replay-cases", "1", "--original", "1", "--init", str(init), "--scratch",
+            "--budget-scale", "0.25", "--device", "cpu", "--out", str(out),
+            "--workdir", str(tmp_path / "work")]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert [r["count"] for r in summary["runs"]] == [1, 2] and len(summary["eval_cases"]) == 1
+    for row in summary["runs"]:
+        assert not set(row["cases"]) & set(summary["eval_cases"]), "evaluation cases are never trained on"
+        for kind in ("adapted", "scratch"):
+            res = row[kind]
+            assert res["seconds"] > 0 and set(res["site"]) == {"wt", "tc", "et", "mean"} and res["original"]
+        assert row["adapted"]["patches"] == row["scratch"]["patches"] == 16 * (1 if row["count"] == 1 else 2)
+    table = (out / "table.md").read_text(encoding="utf-8")
+    assert table.count("\n| 1 |") == 1 and "| 2 |" in table
+    assert (out / "adapt_curve.png").stat().st_size > 1000
