@@ -24,6 +24,7 @@ from brain_tumor_mri.server.wiring import (
     build_scoring,
     build_strategies,
     build_trainers,
+    clean_interrupted_saves,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class BrainTumorApp(MONAILabelApp):
     def server_mode(self, mode: bool) -> None:
         super().server_mode(mode)
         if mode:
+            clean_interrupted_saves(self.cfg)  # the serving process only: task subprocesses share the folder
             install_api(self.ctx)  # validating routes, 4xx mapping, unsupported routes hidden (checks compat first)
             install_security(self.cfg)  # auth gate and roles, request-scoped temp folders, upload limits
 

@@ -55,11 +55,8 @@ def build_datastore(cfg: AppConfig) -> Any:
     """The local datastore with validated, atomic label writes (over a PACS cache for a DICOMweb URL)."""
     from monailabel.config import settings
 
-    from .datastore import BrainTumorDatastore, clean_partial_files
+    from .datastore import BrainTumorDatastore
 
-    removed = clean_partial_files(cfg.studies)
-    if removed:
-        logger.warning("removed %d partial label file(s) left by an interrupted save", removed)
     kwargs = {
         "extensions": settings.MONAI_LABEL_DATASTORE_FILE_EXT,
         "auto_reload": settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
@@ -73,6 +70,22 @@ def build_datastore(cfg: AppConfig) -> Any:
         datastore = BrainTumorDatastore(str(cfg.studies), **kwargs)
     datastore.max_voxels = cfg.max_voxels
     return datastore
+
+
+def clean_interrupted_saves(cfg: AppConfig) -> int:
+    """Remove the partial label files a killed save left behind; how many.
+
+    Only the serving process may call this, at start (``server_mode``): MONAI Label's training
+    and scoring subprocesses build the app (and its datastore) again on the same folder while
+    the server keeps saving labels, and a clean-up there deleted a save in flight (a 500 seen
+    under the soak load).
+    """
+    from .datastore import clean_partial_files
+
+    removed = clean_partial_files(cfg.studies)
+    if removed:
+        logger.warning("removed %d partial label file(s) left by an interrupted save", removed)
+    return removed
 
 
 def build_infers(ctx: ServerContext, datastore_getter: Callable[[], Any]) -> dict[str, Any]:
