@@ -7,7 +7,6 @@ so weights never silently meet the wrong pipeline. Writes are atomic (temp + ren
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..hashing import file_sha256
 from .factory import build_network
 
 logger = logging.getLogger(__name__)
@@ -34,14 +34,6 @@ class LoadedModel:
     @property
     def version(self) -> str:
         return str(self.meta.get("version", "unknown"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sidecar_path(weights: str | Path) -> Path:
@@ -70,7 +62,7 @@ def load_model(weights: str | Path, expect_kind: str, expect: dict[str, Any] | N
             raise ValueError(f"{weights.name}: sidecar {key}={meta[key]!r} does not match expected {value!r}")
     if "sha256" not in meta:
         raise ValueError(f"{weights.name}: sidecar lacks the weights' sha256")
-    digest = _sha256(weights)
+    digest = file_sha256(weights)
     if digest != meta["sha256"]:
         raise ValueError(f"{weights.name}: file does not match the sha256 in {meta_path.name} (replaced meanwhile?)")
     network = build_network(meta["kind"], meta.get("network", {}))
@@ -90,7 +82,7 @@ def save_model(network: torch.nn.Module, weights: str | Path, meta: dict[str, An
     torch.save(state, tmp_w)
     with open(tmp_w, "rb+") as fp:
         os.fsync(fp.fileno())
-    digest = _sha256(tmp_w)
+    digest = file_sha256(tmp_w)
     meta = {**meta, "sha256": digest, "version": f"{time.strftime('%Y%m%d-%H%M%S')}-{digest[:8]}"}
     tmp_m = sidecar_path(weights).with_name(f".{weights.stem}.json.tmp{os.getpid()}")
     tmp_m.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str), encoding="utf-8")

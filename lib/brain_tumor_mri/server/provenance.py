@@ -19,7 +19,6 @@ a ``model_version`` the client sent; else none (drawn from scratch, or predicted
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..hashing import file_sha256
 from .principal import Principal, acting_principal
 
 logger = logging.getLogger(__name__)
@@ -44,14 +44,6 @@ _predictions_lock = threading.Lock()
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _safe(name: str) -> str:
@@ -101,7 +93,7 @@ class LabelHistory:
             "saved_at": when,
             "model_version": model_version,
             "model_version_source": source,
-            "sha256": sha256(target),
+            "sha256": file_sha256(target),
         }
         _write_json(self.dir / RECORDS, [*records, record])
         return record

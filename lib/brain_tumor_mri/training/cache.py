@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..hashing import file_sha256
 from ..imageio import InputError
 from .cache_file import SUFFIX, CacheCorrupt, CacheEntry, peek, read_entry, remove_orphans, write_entry
 from .cases import CaseSpec
@@ -52,14 +53,6 @@ class CacheFamily:
         """Folder name: the readable name plus a short hash of the parameters."""
         digest = hashlib.sha256(json.dumps(self.params, sort_keys=True).encode("utf-8")).hexdigest()[:8]
         return f"{self.name}-{digest}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def signature(spec: CaseSpec) -> tuple[tuple[str, int, int, int], ...]:
@@ -125,7 +118,7 @@ class CaseCache:
         for (role, size, mtime, _), (_, path) in zip(signature(spec), spec.files):
             item: list[Any] = [role, Path(path).name, size, mtime]
             if role in self.family.hashed_roles:
-                item.append(_sha256(Path(path)))
+                item.append(file_sha256(path))
             files.append(item)
         blob = {"params": self.family.params, "family": self.family.name, "case": spec.case_id, "files": files}
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode("utf-8")).hexdigest()

@@ -15,7 +15,6 @@ model) as medians over repeated runs after warm-up.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import statistics
 import time
@@ -26,6 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..hashing import file_sha256
 from ..imageio import InputError, load_sequences
 from ..inference.classifier import Classifier, ClassResult
 from ..inference.confidence import HIGH, calibrated_probabilities
@@ -54,11 +54,7 @@ class Answer:
 
 def image_digest(path: Path) -> str:
     """First 16 hex digits of the sha256 of a file: identifies an image whatever its case id."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def classify_datastore_case(
