@@ -217,16 +217,14 @@ def run(args: argparse.Namespace) -> int:
     """Fuzz a fresh server over a copy of the sample data; print the figures; 1 on any problem."""
     from brain_tumor_mri.data.importers import import_dataset
 
-    from .server_process import REPO, Server, copy_studies
+    from .server_process import REPO, Server, copy_studies, isolated_env
 
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
         work = Path(tmp)
         import_dataset(REPO / "sample-data", work / "imported", unlabelled=4)
         studies = copy_studies(work / "imported", work / "studies")
-        server_tmp = work / "server-tmp"
-        server_tmp.mkdir()
-        env = {"TMPDIR": str(server_tmp), "MONAI_LABEL_SESSION_PATH": str(work / "sessions"),
-               "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}  # fmt: skip
+        env = isolated_env(work)
+        server_tmp = work / "tmp"
         srv = Server(studies, {"models": "all"}, env=env)
         try:
             srv.wait_ready()

@@ -123,6 +123,17 @@ class Server:
         self._log.close()
 
 
+def isolated_env(work: Path) -> dict[str, str]:
+    """Server environment whose temp files and sessions stay under ``work`` (``work/tmp`` is created).
+
+    Scoring at start is off, so a test or tool sees only the requests it makes; checks that
+    nothing was left behind then look at ``work/tmp`` alone.
+    """
+    (work / "tmp").mkdir(parents=True, exist_ok=True)
+    return {"TMPDIR": str(work / "tmp"), "MONAI_LABEL_SESSION_PATH": str(work / "sessions"),
+            "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}  # fmt: skip
+
+
 def copy_studies(src: Path, dst: Path) -> Path:
     """A fresh working copy of a datastore (never serve the original)."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("datastore_v2.json", ".lock", "model"))

@@ -16,7 +16,7 @@ import requests
 
 from brain_tumor_mri.layout import list_cases
 
-from .harness import Server, copy_studies, snapshot
+from .harness import Server, copy_studies, isolated_env, snapshot
 
 pytestmark = pytest.mark.server
 
@@ -25,13 +25,7 @@ pytestmark = pytest.mark.server
 def api_server(imported_studies, tmp_path_factory):
     work = tmp_path_factory.mktemp("api")
     studies = copy_studies(imported_studies, work / "studies")
-    (work / "tmp").mkdir()
-    env = {
-        "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-        "TMPDIR": str(work / "tmp"),
-        "MONAI_LABEL_SESSION_PATH": str(work / "sessions"),
-    }
-    srv = Server(studies, {"models": "all"}, env=env)
+    srv = Server(studies, {"models": "all"}, env=isolated_env(work))
     try:
         srv.wait_ready()
         srv.tmp = work / "tmp"  # type: ignore[attr-defined]

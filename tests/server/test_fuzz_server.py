@@ -13,7 +13,7 @@ import requests
 
 from brain_tumor_dev.fuzz import datastore_problems, run_schemathesis, snapshot, temp_files
 
-from .harness import Server, copy_studies
+from .harness import Server, copy_studies, isolated_env
 
 pytestmark = pytest.mark.server
 
@@ -44,13 +44,7 @@ EXPECTED_OPERATIONS = {
 def fuzz_server(imported_studies, tmp_path_factory):
     work = tmp_path_factory.mktemp("fuzz")
     studies = copy_studies(imported_studies, work / "studies")
-    (work / "tmp").mkdir()
-    env = {
-        "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
-        "TMPDIR": str(work / "tmp"),
-        "MONAI_LABEL_SESSION_PATH": str(work / "sessions"),
-    }
-    srv = Server(studies, {"models": "all"}, env=env)
+    srv = Server(studies, {"models": "all"}, env=isolated_env(work))
     try:
         srv.wait_ready()
         srv.work = work  # type: ignore[attr-defined]
