@@ -37,6 +37,7 @@ MODEL_DIR = "model"
 #: Weights file names, the same in ``model_weights/`` (shipped) and ``studies/model/`` (published).
 SEG_WEIGHTS = "segmentation.pt"
 CLASS_WEIGHTS: dict[str, str] = {"2d": "classification_2d.pt", "3d": "classification_3d.pt"}
+LESION_TYPE_WEIGHTS = "lesion_type.json"  # 3D tumour type from the segmentation (inference/lesion_type.py)
 IMAGE_EXTS_3D = (".nii.gz", ".nii", ".nrrd")
 IMAGE_EXTS_2D = (".png", ".jpg", ".jpeg")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -128,7 +128,7 @@ def _lesions(args: argparse.Namespace) -> Any:
 
     cfg = AppConfig.from_conf({"device": args.device, "bf16": args.bf16}, None, args.evaluate, args.weights_dir)
     models = ServedModels(cfg)
-    return CaseLesions(models.segmenter)
+    return CaseLesions(models.segmenter, lesion_type=models.lesion_type().get)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

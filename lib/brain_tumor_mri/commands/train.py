@@ -13,8 +13,9 @@ import argparse
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
-from ..layout import SEG_WEIGHTS
+from ..layout import LESION_TYPE_WEIGHTS, SEG_WEIGHTS
 from .train_common import add_common_arguments, options_from_args
 
 logger = logging.getLogger(__name__)
@@ -63,10 +64,42 @@ def run_model(args: argparse.Namespace) -> int:
     return 3 if result.status == "stopped" else 0
 
 
+def add_lesion_type_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the lesion-feature 3D tumour-type model (``training/lesion_type_fit.py``)."""
+    p.add_argument("studies", type=Path, metavar="STUDIES", help="datastore folder with 3D cases and tumour types")
+    p.add_argument("--out", type=Path, help=f"model file (default: STUDIES/model/{LESION_TYPE_WEIGHTS})")
+    p.add_argument("--weights-dir", type=Path, help="segmentation weights to describe the cases with "
+                   "(default: the datastore's published model, else model_weights/)")  # fmt: skip
+    p.add_argument("--val-fraction", type=float, default=0.2, help="held out for the temperature (default 0.2)")
+    p.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the coefficients (default 1e-3)")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+
+
+def run_lesion_type(args: argparse.Namespace) -> int:
+    """Segment and describe the labelled 3D cases, fit, calibrate, write the model."""
+    from ..config import AppConfig
+    from ..inference.lesion_type import save_lesion_type
+    from ..inference.served import ServedModels
+    from ..layout import published_dir
+    from ..training.lesion_type_fit import describe_cases, fit_lesion_type
+
+    cfg = AppConfig.from_conf({"device": args.device}, None, args.studies, args.weights_dir)
+    segmenter = ServedModels(cfg).segmenter()
+    features = describe_cases(args.studies, segmenter)
+    source = f"{args.studies.name}: {len(features.y)} cases, segmentation {segmenter.store.get().version}"
+    model = fit_lesion_type(features, args.val_fraction, args.seed, args.l2, source)
+    out = args.out or published_dir(args.studies) / LESION_TYPE_WEIGHTS
+    save_lesion_type(model, out)
+    logger.info("wrote %s (version %s)", out, model.version)
+    return 0
+
+
 #: Trainable models: name -> (add arguments, help).
 TARGETS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], str]] = {
     "segmentation": (add_segmentation_arguments, "3D U-Net for WT/TC/ET regions"),
     "classification": (add_classification_arguments, "2D and 3D tumour-type classifiers"),
+    "lesion-type": (add_lesion_type_arguments, "3D tumour type from the segmentation's lesion features"),
 }
 
 
@@ -79,4 +112,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch to the chosen model's run."""
+    if args.model == "lesion-type":
+        return run_lesion_type(args)
     return run_model(args)

@@ -58,6 +58,8 @@ class ClassResult:
     features: tuple[float, ...] = field(default=(), repr=False, compare=False)  # penultimate (feature_ood.py)
     input_stats: dict[str, Any] = field(default_factory=dict, repr=False)
     consistency: dict[str, Any] | None = None  # 3D: the segmentation cross-check (consistency.py)
+    method: str = "image"  # "image" (a network on the image) | "lesion_features" (inference/lesion_type.py)
+    explanation: dict[str, Any] | None = None  # lesion_features: the features and the image model's opinion
 
     def as_params(self) -> dict[str, Any]:
         """JSON-ready dict (also lists the classes in output order); logits are left out."""
@@ -69,7 +71,10 @@ class ClassResult:
             "confidence": {**self.confidence.as_params(), "input_stats": _rounded(self.input_stats)},
             "model_version": self.model_version,
             "input_kind": self.input_kind,
+            "method": self.method,
         }
+        if self.explanation is not None:
+            params.update(self.explanation)
         if self.consistency is not None:
             params["consistency"] = self.consistency
         return params

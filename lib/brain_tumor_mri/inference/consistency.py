@@ -1,5 +1,8 @@
 """Consistency between the segmentation and the 3D classification of the same case.
 
+(``CaseLesions`` also supplies the lesion features from which a served lesion-type model
+answers the 3D tumour type, ``lesion_type.py``; the rule below applies to that answer too.)
+
 The two models answer separately and can contradict each other (the classifier saying
 ``no_tumor`` at 0.81 while the segmentation outlines a lesion). The segmentation's whole
 tumour (WT = labels 1-3) is split into lesions: connected components (26-connectivity) of at
@@ -36,6 +39,8 @@ from scipy import ndimage
 from ..labels import REGIONS
 from .classifier import ClassResult, answer_for
 from .input_checks import Reason
+from .lesion_features import brain_mask, lesion_features
+from .lesion_type import LesionTypeModel, lesion_type_answer
 from .measure import voxel_volume_ml
 
 if TYPE_CHECKING:
@@ -84,6 +89,7 @@ class LesionSummary:
     small_components: int  # components below min_lesion_ml, not counted as lesions
     min_lesion_ml: float
     segmentation: str = ""  # e.g. the segmentation model version
+    features: tuple[float, ...] | None = None  # lesion_features.FEATURE_NAMES, when a lesion-type model is served
 
     @property
     def count(self) -> int:
@@ -219,13 +225,15 @@ class LesionCache:
 
 
 class CaseLesions:
-    """Lesion summaries of 3D cases for the consistency rule: a recent one, else a new segmentation.
+    """Lesion summaries of 3D cases for the 3D answer: a recent one, else a new segmentation.
 
     The segmentation answer ``remember``s its summary; a classification of the same case
     files with the same segmentation model reuses it (``source`` "recent segmentation"),
     otherwise it runs the served segmentation once (``source`` "segmentation run for this
     answer": one full segmentation pass, the cost of the rule on a cache miss), inside
     ``slot`` so it queues with the segmentation requests instead of overloading the server.
+    With a served ``lesion_type`` model the summary also carries the lesion features and
+    ``answer`` takes the tumour type from them (``lesion_type.py``) before the rule.
     """
 
     def __init__(
@@ -234,15 +242,23 @@ class CaseLesions:
         rule: ConsistencyRule | None = None,
         cache: LesionCache | None = None,
         slot: Callable[[], AbstractContextManager[Any]] | None = None,
+        lesion_type: Callable[[], LesionTypeModel | None] | None = None,
     ) -> None:
         self.segmenter = segmenter
         self.rule = rule or ConsistencyRule()
         self.cache = cache or LesionCache()
         self.slot = slot or contextlib.nullcontext
+        self.lesion_type = lesion_type or (lambda: None)
 
-    def summarise(self, label: np.ndarray, affine: np.ndarray, segmentation: str) -> LesionSummary:
-        """The summary of a segmentation label under this rule's minimum lesion volume."""
-        return lesion_summary(label, affine, self.rule.min_lesion_ml, segmentation)
+    def summarise(
+        self, label: np.ndarray, affine: np.ndarray, segmentation: str, stack: np.ndarray | None = None
+    ) -> LesionSummary:
+        """The summary of a segmentation label, with lesion features when ``stack`` is given and a model served."""
+        summary = lesion_summary(label, affine, self.rule.min_lesion_ml, segmentation)
+        if stack is None or self.lesion_type() is None:
+            return summary
+        feats = lesion_features(label, brain_mask(stack), affine)
+        return replace(summary, features=tuple(float(v) for v in feats))
 
     def remember(self, files: dict[str, Path], summary: LesionSummary) -> None:
         """Keep the summary of a segmentation just made of the case ``files``."""
@@ -253,10 +269,17 @@ class CaseLesions:
         segmenter = self.segmenter()
         key = case_key(files, segmenter.store.get().version)
         cached = self.cache.get(key)
-        if cached is not None:
+        if cached is not None and (cached.features is not None or self.lesion_type() is None):
             return cached, "recent segmentation of this case"
         with self.slot():
             seg = segmenter.segment(stack, affine)
-        summary = self.summarise(seg.label, affine, seg.model_version)
+        summary = self.summarise(seg.label, affine, seg.model_version, stack)
         self.cache.put(case_key(files, seg.model_version), summary)
         return summary, "segmentation run for this answer"
+
+    def answer(self, result: ClassResult, summary: LesionSummary, source: str) -> ClassResult:
+        """The 3D answer: from the lesion features when a lesion-type model is served, then the rule."""
+        model = self.lesion_type()
+        if model is not None and summary.features is not None:
+            result = lesion_type_answer(model, np.asarray(summary.features), result, summary.segmentation)
+        return apply_consistency(result, summary, self.rule, source)

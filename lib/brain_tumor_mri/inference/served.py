@@ -16,10 +16,11 @@ from typing import Any, TypeVar
 import torch
 
 from ..config import AppConfig
-from ..layout import SEG_WEIGHTS, published_dir
+from ..layout import LESION_TYPE_WEIGHTS, SEG_WEIGHTS, published_dir
 from ..networks.store import ModelStore
 from ..runtime import pick_device, use_reduced_precision
 from .classifier import Classifier, build_classifier
+from .lesion_type import LesionTypeStore
 from .segmenter import Segmenter, store_expectations
 
 logger = logging.getLogger(__name__)
@@ -77,4 +78,13 @@ class ServedModels:
         return self._get(
             "classifier",
             lambda: build_classifier(self.cfg.weights_dir, self.device, self.reduced, published_dir(self.cfg.studies)),
+        )
+
+    def lesion_type(self) -> LesionTypeStore:
+        """The lesion-feature tumour-type model (published first, then shipped; re-read when it changes)."""
+        return self._get(
+            "lesion_type",
+            lambda: LesionTypeStore(
+                published_dir(self.cfg.studies) / LESION_TYPE_WEIGHTS, self.cfg.weights_dir / LESION_TYPE_WEIGHTS
+            ),
         )

@@ -25,7 +25,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from ..config import AppConfig
 from ..imageio import load_sequences
 from ..inference.classifier import Classifier, ClassResult
-from ..inference.consistency import CaseLesions, apply_consistency, not_applied
+from ..inference.consistency import CaseLesions, not_applied
 from ..labels import SEQUENCES, TUMOR_CLASSES
 from ..layout import resolve_case, split_image_name
 from ..networks.store import ModelUnavailable
@@ -82,7 +82,7 @@ class BrainTumorClassInfer(InferTask):
             summary, source = self.lesions.for_case(case.sequences, stack, affine)
         except ModelUnavailable:
             return not_applied(result, "the segmentation model is unavailable")
-        return apply_consistency(result, summary, self.lesions.rule, source)
+        return self.lesions.answer(result, summary, source)
 
     def _slot(self) -> contextlib.AbstractContextManager[None]:
         return self.admission.slot("classification") if self.admission is not None else contextlib.nullcontext()

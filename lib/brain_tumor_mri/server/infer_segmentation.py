@@ -19,7 +19,7 @@ from ..answers import answer_extension, check_answer_possible, write_label_answe
 from ..config import AppConfig
 from ..imageio import InputError, load_sequences
 from ..inference.classifier import Classifier
-from ..inference.consistency import CaseLesions, LesionSummary, apply_consistency
+from ..inference.consistency import CaseLesions, LesionSummary
 from ..inference.segmenter import Segmenter
 from ..labels import SEG_LABELS, SEQUENCES
 from ..layout import IMAGE_EXTS_2D, resolve_case
@@ -82,7 +82,7 @@ class BrainTumorSegInfer(InferTask):
                 "missing_sequences": missing,
                 **seg.measurements,
             }
-            summary = self.lesions.summarise(seg.label, affine, seg.model_version)
+            summary = self.lesions.summarise(seg.label, affine, seg.model_version, stack)
             self.lesions.remember(case.sequences, summary)
             params["lesions"] = summary.as_params()
             params["classification"] = self.classification(stack, affine, summary)
@@ -101,4 +101,4 @@ class BrainTumorSegInfer(InferTask):
         if not clf.available("3d"):
             return None
         result = clf.classify_case(stack, affine)
-        return apply_consistency(result, summary, self.lesions.rule, "this segmentation").as_params()
+        return self.lesions.answer(result, summary, "this segmentation").as_params()

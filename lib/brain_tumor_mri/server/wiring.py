@@ -99,8 +99,11 @@ def build_infers(ctx: ServerContext, datastore_getter: Callable[[], Any]) -> dic
 
         seg_admission = ctx.admission("segmentation")
         # one lesion book: a classification reuses the segmentation just made of the same case
-        lesions = CaseLesions(models.segmenter, slot=lambda: seg_admission.slot("segmentation"))
         classifier = models.classifier if "classification" in cfg.models else None
+        lesion_type = models.lesion_type().get if classifier is not None else None
+        lesions = CaseLesions(
+            models.segmenter, slot=lambda: seg_admission.slot("segmentation"), lesion_type=lesion_type
+        )
         infers["segmentation"] = BrainTumorSegInfer(cfg, models.segmenter(), seg_admission, classifier, lesions)
     if "classification" in cfg.models:
         from .infer_classification import BrainTumorClassInfer

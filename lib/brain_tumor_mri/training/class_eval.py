@@ -29,7 +29,7 @@ from ..hashing import file_sha256
 from ..imageio import InputError, load_sequences
 from ..inference.classifier import Classifier, ClassResult
 from ..inference.confidence import HIGH, calibrated_probabilities
-from ..inference.consistency import CaseLesions, apply_consistency
+from ..inference.consistency import CaseLesions
 from ..labels import TUMOR_CLASSES
 from ..layout import image_path, list_cases, read_case_meta, resolve_case
 from ..transforms.classify_preprocess import ClassPreprocess
@@ -76,7 +76,7 @@ def classify_datastore_case(
     if lesions is None:
         return result
     summary, source = lesions.for_case(files, stack, affine)
-    return apply_consistency(result, summary, lesions.rule, source)
+    return lesions.answer(result, summary, source)
 
 
 def collect_answers(

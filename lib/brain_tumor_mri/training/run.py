@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from .. import layout
 from ..imageio import InputError
-from ..layout import CLASS_WEIGHTS, SEG_WEIGHTS
+from ..layout import CLASS_WEIGHTS, LESION_TYPE_WEIGHTS, SEG_WEIGHTS
 from . import distributed as ddp
 from .cases import REPLAY, class_counts, classification_cases, segmentation_cases, split_by_group, split_segmentation
 from .class_model import ClassModel
@@ -144,7 +144,33 @@ def _classification(
             break
     if not parts:
         raise InputError(f"{opts.studies}: no kind with labelled cases of at least two tumour types")
+    if "3d" in opts.kinds and ddp.is_main() and not any(r.status == "stopped" for r in parts.values()):
+        lesion = _lesion_type(opts)
+        if lesion is not None:
+            parts["lesion_type"] = lesion
     return combine(parts, run_dir)
+
+
+def _lesion_type(opts: TrainOptions) -> TrainResult | None:
+    """Refit the lesion-feature 3D type model on the served segmentation's outlines (``lesion_type_fit.refit``)."""
+    from ..inference.lesion_type import LesionTypeStore
+    from ..inference.segmenter import Segmenter, store_expectations
+    from ..networks.store import ModelStore
+    from ..runtime import pick_device, use_reduced_precision
+    from .lesion_type_fit import refit
+
+    device = pick_device(opts.device)
+    reduced = use_reduced_precision(device, opts.bf16)
+    published = layout.published_dir(opts.studies)
+    store = ModelStore("segmentation", published / SEG_WEIGHTS, opts.weights_dir / SEG_WEIGHTS, device,
+                       channels_last=reduced and device.type == "cpu", expect=store_expectations())  # fmt: skip
+    if not store.available():
+        logger.info("lesion-type model: not refitted, no segmentation model to describe the cases with")
+        return None
+    served = LesionTypeStore(published / LESION_TYPE_WEIGHTS, opts.weights_dir / LESION_TYPE_WEIGHTS).get()
+    out = (opts.out or published) / LESION_TYPE_WEIGHTS
+    segmenter = Segmenter(store, opts.spacing, reduced, opts.infer_memory_mb)
+    return refit(opts.studies, segmenter, served, out, max(opts.val_fraction, 0.2), opts.seed)
 
 
 def _calibrate(opts: TrainOptions, kind: str, weights: Path, result: TrainResult) -> None:
