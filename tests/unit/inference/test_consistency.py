@@ -72,6 +72,7 @@ ONE_SMALL = [((2, 2, 2), 4, 2)]  # 0.512 mL: one lesion, below the 1 mL tumour t
 ONE = [((2, 2, 2), 6, 2)]  # 1.728 mL
 TWO = [((2, 2, 2), 6, 2), ((25, 25, 25), 6, 2)]
 SPECKS = [((2, 2, 2), 2, 2), ((25, 25, 25), 2, 2)]  # two 0.064 mL specks: no lesion
+BIG_AND_SMALL = [((2, 2, 2), 12, 2), ((25, 25, 25), 6, 2)]  # 13.8 and 1.7 mL: the second is 12.5 % of the first
 
 
 @pytest.mark.parametrize(
@@ -85,6 +86,7 @@ SPECKS = [((2, 2, 2), 2, 2), ((25, 25, 25), 2, 2)]  # two 0.064 mL specks: no le
         ("meningioma", TWO, "other", ["consistency.multiple_lesions"]),
         ("pituitary", NONE, "uncertain", ["consistency.no_lesion"]),
         ("glioma", SPECKS, "uncertain", ["consistency.no_lesion"]),
+        ("glioma", BIG_AND_SMALL, "glioma", []),  # a far smaller second component: not a metastasis pattern
     ],
 )
 def test_rule_table(best, blobs, answer, codes):
