@@ -134,3 +134,27 @@ def test_in_distribution_slice_passes_the_input_checks(server):
     result = _classify(server, png.stem)
     _check(result, "2d")
     assert not [x for x in result["confidence"]["reasons"] if x["code"].startswith("input.")]
+
+
+def test_3d_answer_comes_from_the_segmentations_lesion_features(server):
+    """With the shipped lesion-type model, a 3D case's type is read from its segmentation (lesion_type.py).
+
+    The sample cases' true types are known (case meta), so the answer's content is checked, not
+    just its shape: the shipped model must name most of them right.
+    """
+    from brain_tumor_mri.inference.lesion_features import FEATURE_NAMES
+    from brain_tumor_mri.layout import read_case_meta
+
+    truth = {c: read_case_meta(server.studies, c).get("tumor_type") for c in list_cases(server.studies, kind="3d")}
+    truth = {c: t for c, t in truth.items() if t in TUMOR_CLASSES}
+    assert len(truth) >= 4
+    right = 0
+    for case_id, true_type in sorted(truth.items()):
+        result = _classify(server, case_id)
+        _check(result, "3d")
+        assert result["method"] == "lesion_features" and result["model_version"].startswith("lesion-type ")
+        assert list(result["lesion_features"]) == list(FEATURE_NAMES)
+        assert set(result["image_model"]["probabilities"]) == set(TUMOR_CLASSES)
+        assert result["consistency"]["applied"]
+        right += result["best_guess"] == true_type
+    assert right >= len(truth) - 1, f"{right} of {len(truth)} sample cases typed right"
