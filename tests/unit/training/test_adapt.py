@@ -84,6 +84,21 @@ def test_recipe_scales_with_cases_and_keeps_what_the_user_set(tmp_path: Path) ->
     assert eight.max_minutes == pytest.approx(1.0)
     mine = recipe_options(opts.replace(lr=1e-5, epochs=2, explicit=("epochs", "lr")), 8, init)
     assert (mine.lr, mine.epochs) == (1e-5, 2)
+    assert (eight.fg_fraction, eight.domain_random) == (opts.fg_fraction, RECIPE.domain_random)  # nothing recorded
+
+
+def test_recipe_keeps_the_initial_models_sampling(tmp_path: Path) -> None:
+    """Tumour share and domain randomisation come from the initial model's training record, never stronger."""
+    init = tmp_path / "seg.pt"
+    record = {"options": {"fg_fraction": 0.33, "domain_random": 0.25}}
+    save_model(build_segmentation_network(**SMALL_NET), init, {"kind": "segmentation", "network": SMALL_NET,
+               "spacing": SPACING, "patch": [48, 48, 48], "training": record})  # fmt: skip
+    opts = TrainOptions("segmentation", tmp_path, tmp_path, adapt=True)
+    assert opts.fg_fraction == 0.5
+    got = recipe_options(opts, 4, init)
+    assert (got.fg_fraction, got.domain_random) == (0.33, 0.25)
+    mine = recipe_options(opts.replace(fg_fraction=0.6, explicit=("fg_fraction",)), 4, init)
+    assert mine.fg_fraction == 0.6
 
 
 def test_replay_is_mixed_in_at_the_stated_fraction(tmp_path: Path) -> None:
