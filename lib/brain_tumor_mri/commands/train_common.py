@@ -42,7 +42,8 @@ def add_common_arguments(p: argparse.ArgumentParser, weights_name: str, *, out_i
     p.add_argument("--cache-ram-mb", type=float, help="hold cases in RAM when they fit this (default: 1024)")
     p.add_argument("--domain-random", type=float, help="domain randomisation strength, 0 = off (default: 1)")
     p.add_argument("--replay", type=Path, metavar="STUDIES", help="second datastore mixed into every epoch")
-    p.add_argument("--replay-fraction", type=float, default=0.0, help="share of samples drawn from --replay")
+    p.add_argument("--replay-fraction", type=float, help="share of samples drawn from --replay (default: config "
+                   "train_replay_fraction, 0.25)")  # fmt: skip
 
 
 #: CLI flag (argparse dest) -> options field, for flags whose value is taken as given
@@ -63,6 +64,8 @@ def options_from_args(args: argparse.Namespace, model: str) -> TrainOptions:
         value = getattr(args, name, None)
         if value is not None:
             changes["replay_studies" if name == "replay" else name] = Path(value).resolve()
+    if "replay_studies" in changes and "replay_fraction" not in changes:  # --replay alone replays at the config share
+        changes["replay_fraction"] = cfg.train_replay_fraction
     changes["init"] = args.init if args.init in ("auto", "none") else str(Path(args.init).resolve())
     if args.no_amp:
         changes["amp"] = False

@@ -46,6 +46,8 @@ def test_cli_flags_and_defaults_match_the_server(tmp_path: Path) -> None:
     opts = options_from_args(args, "segmentation")
     assert (opts.spacing, opts.patch, opts.amp, opts.domain_random) == (1.0, 112, False, 0.0)
     assert opts.replay_studies == tmp_path.resolve() and opts.replay_fraction == 0.3
+    alone = options_from_args(_cli(["segmentation", str(tmp_path), "--replay", str(tmp_path)]), "segmentation")
+    assert alone.replay_fraction == AppConfig.from_conf({}, None, tmp_path).train_replay_fraction > 0  # not 0: a no-op
     assert "--spacing 1.0 --patch 112" in opts.to_command()
     cls = options_from_args(_cli(["classification", str(tmp_path), "--kind", "3d", "--spacing", "3"]), "classification")
     assert cls.kinds == ("3d",) and cls.class_spacing == 3.0
