@@ -153,6 +153,7 @@ class AccessGate:
         status = [0]
         next_sample = token is not None and scope["method"] == "POST" and path.startswith(_NEXT_SAMPLE)
         body = bytearray()
+        audited = [False]
 
         async def watched_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -162,6 +163,10 @@ class AccessGate:
                 if not message.get("more_body") and token is not None:
                     # before the answer goes out, so the client's download right after it finds the grant
                     self._grant_next_sample(bytes(body), principal, token)
+            if message["type"] == "http.response.body" and not message.get("more_body") and not audited[0]:
+                # also before the last byte goes out: whoever reads the log after the answer finds the line
+                audited[0] = True
+                self._audit(scope, principal, path, status[0])
             await send(message)
 
         reset = set_principal(principal)
@@ -169,7 +174,8 @@ class AccessGate:
             await self.app(scope, receive, watched_send)
         finally:
             reset_principal(reset)
-            self._audit(scope, principal, path, status[0])
+            if not audited[0]:  # no complete answer (e.g. the app raised): still recorded
+                self._audit(scope, principal, path, status[0])
 
     def _grant_next_sample(self, body: bytes, principal: Principal, token: str) -> None:
         try:
