@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -44,7 +45,11 @@ def small_limit_server(imported_studies, tmp_path_factory):
 
 
 def temp_entries(srv) -> list[str]:
-    return sorted(str(p.relative_to(srv.temp)) for p in srv.temp.rglob("*"))
+    """Everything under the server's temp folder; a folder the server removes while it is listed is skipped."""
+    found = []
+    for root, dirs, files in os.walk(srv.temp):  # os.walk ignores folders that vanish meanwhile (rglob raises)
+        found += [str((Path(root) / n).relative_to(srv.temp)) for n in dirs + files]
+    return sorted(found)
 
 
 def wait_for_temp(srv, expected: list[str], timeout: float = 15.0) -> None:
