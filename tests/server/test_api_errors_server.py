@@ -16,7 +16,7 @@ import requests
 
 from brain_tumor_mri.layout import list_cases
 
-from .harness import Server, copy_studies, isolated_env, snapshot
+from .harness import Server, copy_studies, isolated_env, snapshot, tree_entries
 
 pytestmark = pytest.mark.server
 
@@ -38,11 +38,11 @@ def api_server(imported_studies, tmp_path_factory):
 def unchanged(api_server):
     """The datastore's files and records and the server's temp folder are the same afterwards."""
     files, objects = snapshot(api_server.studies), api_server.client.datastore()["objects"]
-    temp = sorted(p.name for p in api_server.tmp.rglob("*"))
+    temp = tree_entries(api_server.tmp)
     yield
     assert snapshot(api_server.studies) == files
     assert api_server.client.datastore()["objects"] == objects
-    assert sorted(p.name for p in api_server.tmp.rglob("*")) == temp, "a temp file was left behind"
+    assert tree_entries(api_server.tmp) == temp, "a temp file was left behind"
     assert api_server.alive()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from monailabel.client import MONAILabelClient
 
 from brain_tumor_mri.layout import list_cases
 
-from .harness import Server, copy_studies
+from .harness import Server, copy_studies, tree_entries
 
 pytestmark = pytest.mark.server
 
@@ -45,11 +44,7 @@ def small_limit_server(imported_studies, tmp_path_factory):
 
 
 def temp_entries(srv) -> list[str]:
-    """Everything under the server's temp folder; a folder the server removes while it is listed is skipped."""
-    found = []
-    for root, dirs, files in os.walk(srv.temp):  # os.walk ignores folders that vanish meanwhile (rglob raises)
-        found += [str((Path(root) / n).relative_to(srv.temp)) for n in dirs + files]
-    return sorted(found)
+    return tree_entries(srv.temp)
 
 
 def wait_for_temp(srv, expected: list[str], timeout: float = 15.0) -> None:
