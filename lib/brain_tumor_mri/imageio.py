@@ -81,6 +81,16 @@ def _load_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.astype(np.float32), affine
 
 
+def voxel_sizes_mm(affine: np.ndarray) -> np.ndarray:
+    """Voxel edge lengths (mm) along the array axes: the norms of the affine's first three columns."""
+    return np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+
+
+def nonzero_mask(stack: np.ndarray) -> np.ndarray:
+    """Voxels where any channel of a (C, x, y, z) stack is non-zero (the brain of skull-stripped input)."""
+    return np.any(np.asarray(stack) != 0, axis=0)
+
+
 def check_same_geometry(ref_name: str, ref_shape, ref_affine, name: str, shape, affine) -> None:
     """Raise ``InputError`` when two volumes are not on the same voxel grid."""
     if tuple(ref_shape) != tuple(shape):

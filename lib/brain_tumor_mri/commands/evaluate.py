@@ -58,7 +58,7 @@ def _value(v: float | None) -> float | str:
 
 def evaluate_pairs(pred: Path, gt: Path, pred_conv: str = "internal", gt_conv: str = "internal") -> list[dict]:
     """Per-case region metrics for every case id present in both ``pred`` and ``gt``."""
-    from ..imageio import check_same_geometry, load_volume
+    from ..imageio import check_same_geometry, load_volume, voxel_sizes_mm
     from ..labels import convert_labels
     from ..training.metrics import region_metrics
 
@@ -73,7 +73,7 @@ def evaluate_pairs(pred: Path, gt: Path, pred_conv: str = "internal", gt_conv: s
         p, pa = load_volume(p_idx[cid])
         g, ga = load_volume(g_idx[cid])
         check_same_geometry(f"GT {g_idx[cid].name}", g.shape, ga, f"prediction {p_idx[cid].name}", p.shape, pa)
-        spacing = np.sqrt((ga[:3, :3] ** 2).sum(axis=0))
+        spacing = voxel_sizes_mm(ga).tolist()
         scores = region_metrics(
             convert_labels(p, pred_conv, source=p_idx[cid].name),
             convert_labels(g, gt_conv, source=g_idx[cid].name),

@@ -40,10 +40,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
+from ..imageio import nonzero_mask
 from ..labels import REGIONS
 from .classifier import ClassResult, answer_for
 from .input_checks import Reason
-from .lesion_features import brain_mask, lesion_features
+from .lesion_features import lesion_features
 from .lesion_type import LesionTypeModel, lesion_type_answer
 from .measure import voxel_volume_ml
 
@@ -264,7 +265,7 @@ class CaseLesions:
         summary = lesion_summary(label, affine, self.rule.min_lesion_ml, segmentation)
         if stack is None or self.lesion_type() is None:
             return summary
-        feats = lesion_features(label, brain_mask(stack), affine)
+        feats = lesion_features(label, nonzero_mask(stack), affine)
         return replace(summary, features=tuple(float(v) for v in feats))
 
     def remember(self, files: dict[str, Path], summary: LesionSummary) -> None:

@@ -34,6 +34,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from ..imageio import nonzero_mask, voxel_sizes_mm
+
 logger = logging.getLogger(__name__)
 
 MAX_CHROMA = 0.06
@@ -156,10 +158,10 @@ def check_image_2d(raw: np.ndarray, grey: np.ndarray) -> tuple[list[Reason], dic
 
 def volume_stats_3d(stack: np.ndarray, affine: np.ndarray) -> dict[str, float | list[float]]:
     """Extent (mm, RAS order) and bounding-box fill of the non-zero region of a (C, x, y, z) case."""
-    mask = np.any(np.asarray(stack) != 0, axis=0)
+    mask = nonzero_mask(stack)
     if not mask.any():
         return {"extent_mm": [0.0, 0.0, 0.0], "fill": 0.0}
-    zooms = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    zooms = voxel_sizes_mm(affine)
     lengths, box = [], 1
     for axis in range(3):
         hits = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))[0]

@@ -20,8 +20,8 @@ built, cues a segmentation already carries:
   ``SURFACE_MM`` of the edge. Extra-axial tumours (meningioma, pituitary) hug the edge;
   intra-axial gliomas reach deep.
 
-The brain is the input's non-zero region (skull-stripped BraTS-style input, where the
-background is 0). Geometry is computed on a grid strided to about ``GRID_MM`` so a 1 mm
+The brain is the input's non-zero region (``imageio.nonzero_mask``: skull-stripped
+BraTS-style input, where the background is 0). Geometry is computed on a grid strided to about ``GRID_MM`` so a 1 mm
 case costs the same as a 2 mm one (a few tenths of a second); volumes use every voxel.
 A label without tumour gives zeros for every lesion feature. The same function serves
 fitting (``training/lesion_type_fit.py``) and inference (``inference/lesion_type.py``).
@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..imageio import voxel_sizes_mm
 from ..labels import REGIONS
 from .measure import voxel_volume_ml
 
@@ -46,13 +47,8 @@ SURFACE_MM = 6.0
 GRID_MM = 2.0
 
 
-def brain_mask(stack: np.ndarray) -> np.ndarray:
-    """Voxels where any sequence of a (C, x, y, z) stack is non-zero (the skull-stripped brain)."""
-    return np.any(np.asarray(stack) != 0, axis=0)
-
-
 def _strides(affine: np.ndarray) -> tuple[int, int, int]:
-    zooms = np.sqrt((np.asarray(affine, dtype=np.float64)[:3, :3] ** 2).sum(axis=0))
+    zooms = voxel_sizes_mm(affine)
     return tuple(max(1, int(round(GRID_MM / max(float(z), 1e-6)))) for z in zooms)  # type: ignore[return-value]
 
 
@@ -90,8 +86,7 @@ def lesion_features(label: np.ndarray, brain: np.ndarray, affine: np.ndarray) ->
     rel = ((np.argwhere(largest) @ to_ras).mean(axis=0) - centre) / spread
     out["rel_lat"], out["rel_ap"], out["rel_is"] = abs(float(rel[0])), float(rel[1]), float(rel[2])
 
-    zooms = np.sqrt((coarse[:3, :3] ** 2).sum(axis=0))
-    depth = ndimage.distance_transform_edt(brn, sampling=zooms)
+    depth = ndimage.distance_transform_edt(brn, sampling=voxel_sizes_mm(coarse))
     deepest = float(depth.max()) or 1.0
     d = depth[largest]
     out["depth_mean"], out["depth_max"] = float(d.mean()) / deepest, float(d.max()) / deepest

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from ..imageio import InputError, load_sequences
+from ..imageio import InputError, load_sequences, nonzero_mask
 from ..inference.confidence import calibrated_probabilities
-from ..inference.lesion_features import FEATURE_NAMES, brain_mask, lesion_features
+from ..inference.lesion_features import FEATURE_NAMES, lesion_features
 from ..inference.lesion_type import LesionTypeModel, save_lesion_type
 from ..inference.segmenter import Segmenter
 from ..labels import TUMOR_CLASSES
@@ -69,7 +69,7 @@ def describe_cases(studies: Path, segmenter: Segmenter) -> FeatureSet:
             logger.warning("skipping %s: %s", case_id, exc)
             continue
         label = segmenter.segment(stack, affine).label
-        rows.append(lesion_features(label, brain_mask(stack), affine))
+        rows.append(lesion_features(label, nonzero_mask(stack), affine))
         ys.append(cls)
         ids.append(case_id)
         groups.append(group)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..imageio import InputError
+from ..imageio import InputError, voxel_sizes_mm
 from ..networks.factory import SEG_DIVISOR
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def prepare_case(stack: np.ndarray, affine: np.ndarray, spacing: float, label: n
     ornt = nib.orientations.io_orientation(affine)
     ras = _to_ras(stack, ornt)
     ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, stack.shape[1:])
-    zooms = np.sqrt((ras_affine[:3, :3] ** 2).sum(axis=0))
+    zooms = voxel_sizes_mm(ras_affine)
     work_shape = tuple(max(int(round(n * z / spacing)), 1) for n, z in zip(ras.shape[1:], zooms))
     image = _resize(torch.from_numpy(ras), work_shape, "trilinear")
     mask = (image.abs() > 1e-6).any(dim=0)

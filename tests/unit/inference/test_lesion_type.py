@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from brain_tumor_mri.imageio import InputError
+from brain_tumor_mri.imageio import InputError, nonzero_mask
 from brain_tumor_mri.inference.classifier import ClassResult, answer_for
 from brain_tumor_mri.inference.confidence import ConfidencePolicy, assess
 from brain_tumor_mri.inference.consistency import CaseLesions, lesion_summary
 from brain_tumor_mri.inference.input_checks import Reason
-from brain_tumor_mri.inference.lesion_features import FEATURE_NAMES, brain_mask, lesion_features
+from brain_tumor_mri.inference.lesion_features import FEATURE_NAMES, lesion_features
 from brain_tumor_mri.inference.lesion_type import (
     LesionTypeModel,
     LesionTypeStore,
@@ -83,11 +83,11 @@ def test_no_tumour_gives_zeros_and_the_grid_does_not_matter():
     assert fine == pytest.approx(coarse, abs=0.03)
 
 
-def test_brain_mask_is_where_any_sequence_has_signal():
+def test_the_brain_is_where_any_sequence_has_signal():
     stack = np.zeros((4, 3, 3, 3), np.float32)
     stack[2, 1, 1, 1] = 5.0
     stack[0, 0, 0, 0] = -1.0
-    assert brain_mask(stack).sum() == 2
+    assert nonzero_mask(stack).sum() == 2
 
 
 def _separable(n_per_class: int = 20, seed: int = 0) -> FeatureSet:
