@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..labels import TUMOR_CLASSES
+from ..layout import LESION_TYPE_WEIGHTS, published_dir
 from .classifier import ClassResult, answer_for
 from .confidence import ConfidencePolicy, assess, calibrated_probabilities
 from .lesion_features import FEATURE_NAMES
@@ -142,6 +143,11 @@ class LesionTypeStore:
                     logger.error("%s; the 3D answer falls back to the image classifier", exc)
                     self._model = None
             return self._model
+
+
+def lesion_type_store(studies: Path, weights_dir: Path) -> LesionTypeStore:
+    """The lesion-type model a datastore is served with: its published file first, then the shipped one."""
+    return LesionTypeStore(published_dir(studies) / LESION_TYPE_WEIGHTS, weights_dir / LESION_TYPE_WEIGHTS)
 
 
 def lesion_type_answer(

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..labels import REGION_CHANNELS, SEG_LABELS, SEQUENCES, regions_to_label
+from ..layout import SEG_WEIGHTS, published_dir
 from ..networks.checkpoint import LoadedModel
 from ..networks.store import ModelStore
 from ..transforms.preprocess import Prepared, prepare_case, restore
@@ -40,6 +42,12 @@ class Segmentation:
 def store_expectations() -> dict[str, Any]:
     """Sidecar keys a segmentation model must carry, with the values this code is built for."""
     return {"sequences": list(SEQUENCES), "regions": list(REGION_CHANNELS), "labels": dict(SEG_LABELS)}
+
+
+def segmentation_store(studies: Path, weights_dir: Path, device: torch.device, reduced: bool) -> ModelStore:
+    """The segmentation model a datastore is served with: its published weights first, then the shipped ones."""
+    return ModelStore("segmentation", published_dir(studies) / SEG_WEIGHTS, weights_dir / SEG_WEIGHTS, device,
+                      channels_last=reduced and device.type == "cpu", expect=store_expectations())  # fmt: skip
 
 
 def enable_mc_dropout(network: torch.nn.Module, enabled: bool) -> None:

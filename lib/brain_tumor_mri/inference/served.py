@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 import torch
 
 from ..config import AppConfig
-from ..layout import LESION_TYPE_WEIGHTS, SEG_WEIGHTS, published_dir
+from ..layout import published_dir
 from ..networks.store import ModelStore
 from ..runtime import pick_device, use_reduced_precision
 from .classifier import Classifier, build_classifier
-from .lesion_type import LesionTypeStore
-from .segmenter import Segmenter, store_expectations
+from .lesion_type import LesionTypeStore, lesion_type_store
+from .segmenter import Segmenter, segmentation_store
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +55,7 @@ class ServedModels:
     def seg_store(self) -> ModelStore:
         """The warm segmentation model store (published weights first, then shipped)."""
         return self._get(
-            "seg_store",
-            lambda: ModelStore(
-                "segmentation",
-                published_dir(self.cfg.studies) / SEG_WEIGHTS,
-                self.cfg.weights_dir / SEG_WEIGHTS,
-                self.device,
-                channels_last=self.reduced and self.device.type == "cpu",
-                expect=store_expectations(),
-            ),
+            "seg_store", lambda: segmentation_store(self.cfg.studies, self.cfg.weights_dir, self.device, self.reduced)
         )
 
     def segmenter(self) -> Segmenter:
@@ -82,9 +74,4 @@ class ServedModels:
 
     def lesion_type(self) -> LesionTypeStore:
         """The lesion-feature tumour-type model (published first, then shipped; re-read when it changes)."""
-        return self._get(
-            "lesion_type",
-            lambda: LesionTypeStore(
-                published_dir(self.cfg.studies) / LESION_TYPE_WEIGHTS, self.cfg.weights_dir / LESION_TYPE_WEIGHTS
-            ),
-        )
+        return self._get("lesion_type", lambda: lesion_type_store(self.cfg.studies, self.cfg.weights_dir))

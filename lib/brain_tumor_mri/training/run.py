@@ -153,22 +153,19 @@ def _classification(
 
 def _lesion_type(opts: TrainOptions) -> TrainResult | None:
     """Refit the lesion-feature 3D type model on the served segmentation's outlines (``lesion_type_fit.refit``)."""
-    from ..inference.lesion_type import LesionTypeStore
-    from ..inference.segmenter import Segmenter, store_expectations
-    from ..networks.store import ModelStore
+    from ..inference.lesion_type import lesion_type_store
+    from ..inference.segmenter import Segmenter, segmentation_store
     from ..runtime import pick_device, use_reduced_precision
     from .lesion_type_fit import refit
 
     device = pick_device(opts.device)
     reduced = use_reduced_precision(device, opts.bf16)
-    published = layout.published_dir(opts.studies)
-    store = ModelStore("segmentation", published / SEG_WEIGHTS, opts.weights_dir / SEG_WEIGHTS, device,
-                       channels_last=reduced and device.type == "cpu", expect=store_expectations())  # fmt: skip
+    store = segmentation_store(opts.studies, opts.weights_dir, device, reduced)
     if not store.available():
         logger.info("lesion-type model: not refitted, no segmentation model to describe the cases with")
         return None
-    served = LesionTypeStore(published / LESION_TYPE_WEIGHTS, opts.weights_dir / LESION_TYPE_WEIGHTS).get()
-    out = (opts.out or published) / LESION_TYPE_WEIGHTS
+    served = lesion_type_store(opts.studies, opts.weights_dir).get()
+    out = (opts.out or layout.published_dir(opts.studies)) / LESION_TYPE_WEIGHTS
     segmenter = Segmenter(store, opts.spacing, reduced, opts.infer_memory_mb)
     return refit(opts.studies, segmenter, served, out, max(opts.val_fraction, 0.2), opts.seed)
 
