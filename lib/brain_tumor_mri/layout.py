@@ -24,7 +24,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .labels import DISPLAY_SEQUENCE, SEQUENCES
 
@@ -164,13 +164,23 @@ def final_label_path(studies: str | Path, case_id: str) -> Path | None:
     return None
 
 
-def atomic_write_json(path: str | Path, data: dict[str, Any]) -> None:
-    """Write JSON via a temporary file and rename, so readers never see half a file."""
+def atomic_write_json(
+    path: str | Path, data: Any, *, indent: int = 2, sort_keys: bool = True, default: Callable[[Any], Any] | None = None
+) -> None:
+    """Write JSON via a temporary file, fsync and rename, so readers never see half a file.
+
+    The one writer of the project's small JSON state (case meta, sidecars, train results,
+    label records, the lesion-type model); ``default`` converts values JSON cannot hold.
+    The temporary name carries the process id, so two processes never share one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fp:
-        json.dump(data, fp, indent=2, sort_keys=True)
-        fp.flush()
-        os.fsync(fp.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fp:
+            json.dump(data, fp, indent=indent, sort_keys=sort_keys, default=default)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

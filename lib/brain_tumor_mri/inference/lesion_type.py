@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..labels import TUMOR_CLASSES
-from ..layout import LESION_TYPE_WEIGHTS, published_dir
+from ..layout import LESION_TYPE_WEIGHTS, atomic_write_json, published_dir
 from .classifier import ClassResult, answer_for
 from .confidence import ConfidencePolicy, assess, calibrated_probabilities
 from .lesion_features import FEATURE_NAMES
@@ -96,11 +96,7 @@ def load_lesion_type(path: Path) -> LesionTypeModel:
 
 def save_lesion_type(model: LesionTypeModel, path: Path) -> None:
     """Write ``model`` atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(model.to_dict(), indent=1), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_json(path, model.to_dict(), indent=1, sort_keys=False)
 
 
 class LesionTypeStore:

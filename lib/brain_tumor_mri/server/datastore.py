@@ -10,7 +10,6 @@ info's ``provenance`` names the final one.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -25,7 +24,7 @@ from monailabel.datastore.local import DataModel, LocalDatastore
 
 from ..imageio import InputError, check_same_geometry, load_volume, save_label
 from ..labels import SEG_LABELS, seg_label_value
-from ..layout import IMAGE_EXTS_3D, validate_case_id
+from ..layout import IMAGE_EXTS_3D, atomic_write_json, validate_case_id
 from .principal import acting_principal
 from .provenance import HISTORY, RECORDS, LabelHistory, corrected_prediction
 
@@ -175,12 +174,8 @@ class BrainTumorDatastore(LocalDatastore):
             # No ``_ignore_event_config`` here: a rename delivers a "moved" event, never the
             # "modified" one that flag would swallow, so setting it would make MONAI Label
             # ignore the next genuine outside edit of the file.
-            tmp = f"{self._datastore_config_path}.tmp{os.getpid()}"
-            with open(tmp, "w") as f:
-                f.write(json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._datastore_config_path)
+            data = self._datastore.model_dump(exclude={"base_path"})
+            atomic_write_json(self._datastore_config_path, data, sort_keys=False, default=str)
             self._config_ts = os.stat(self._datastore_config_path).st_mtime
 
         if lock:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hashing import file_sha256
+from ..layout import atomic_write_json
 from .principal import Principal, acting_principal
 
 logger = logging.getLogger(__name__)
@@ -100,12 +101,7 @@ class LabelHistory:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write_json(path, data, indent=1, sort_keys=False)
 
 
 def corrected_prediction(image_info: dict[str, Any], who: Principal, params: dict[str, Any]) -> tuple[Any, Any]:

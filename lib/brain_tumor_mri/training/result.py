@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..layout import atomic_write_json
 
 
 @dataclass
@@ -45,8 +45,4 @@ class TrainResult:
 
     def write(self, path: str | Path) -> None:
         """Write ``result.json`` atomically (a reader sees the old file or the whole new one)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_json(path, self.to_dict(), sort_keys=False, default=str)

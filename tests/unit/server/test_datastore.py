@@ -36,4 +36,4 @@ def test_write_by_another_process_is_seen(tmp_path):
     while time.monotonic() < deadline and "scores" not in server.get_image_info("c1"):
         time.sleep(0.1)
     assert server.get_image_info("c1")["scores"] == {"tta": 0.5}
-    assert not list(studies.glob("datastore_v2.json.tmp*"))
+    assert not list(studies.glob("*datastore_v2.json.tmp*"))
