@@ -85,6 +85,11 @@ class ClassModel:
         """AdamW weight decay."""
         return self.opts.weight_decay if self.opts.weight_decay is not None else 1e-4
 
+    @staticmethod
+    def cpu_bf16_fits() -> bool:
+        """bf16 on the CPU suits the classifier (its inputs stay at least 4 voxels a side)."""
+        return True
+
     def build_network(self) -> torch.nn.Module:
         """The initial model's network, or a new one (seeded) with the defaults and overrides."""
         if self.init is None:

@@ -119,7 +119,8 @@ def _train_epoch(
             result.first_step_at = t1
         losses.append(train_step(net, ctx.to_device(x), parts.target(y, ctx), parts.loss, ctx))
         t_step += time.monotonic() - t1
-    return (sum(losses) / len(losses) if losses else float("nan")), t_data, t_step
+    finite = [v for v in losses if math.isfinite(v)]  # a skipped step's loss may be NaN (step.py)
+    return (sum(finite) / len(finite) if finite else float("nan")), t_data, t_step
 
 
 def _verdict(s: LoopSettings, epoch: int, best: Best, stop: bool, elapsed: float) -> str | None:

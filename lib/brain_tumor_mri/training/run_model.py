@@ -124,8 +124,9 @@ def train_stores(
     start = time.monotonic() if start is None else start
     train_store, val_store, cache_info = data
     device = run_device(opts.device)
-    net, ctx = make_context(model.build_network(), device, opts.amp, opts.bf16, model.lr(), model.weight_decay(),
-                            model.channels_last_3d)  # fmt: skip
+    network = model.build_network()
+    amp = opts.amp and (device.type != "cpu" or model.cpu_bf16_fits())
+    net, ctx = make_context(network, device, amp, opts.bf16, model.lr(), model.weight_decay(), model.channels_last_3d)
     batch = _batch_size(model, opts, net, ctx)
     parts = _parts(model, opts, train_store, val_store, cache_info["n_train"], batch, device)
     initial = None
