@@ -10,7 +10,12 @@ model from scratch on the same cases with the same budget. Each model is judged 
 last epoch (no selection) on the evaluation cases and on ``--original`` original-domain
 cases (never replayed), against the served model on the same cases. Writes
 ``summary.json``, ``table.md`` and ``adapt_curve.png`` into ``--out`` and the wall time of
-every retrain. The publish decision is not part of the curve (``--cv`` is not offered):
+every retrain. Besides the means over all evaluation cases (BraTS rule: a region empty in
+the reference scores 1 when the prediction is empty too, else 0), each region is reported
+on the cases that have it (``site_present``) and, for the cases that do not, as the share
+segmented empty (``site_empty``): with several tumour-free cases among 16, one small false
+component flips a case from 1 to 0 and moves the all-case mean by 0.06, which would hide
+what the corrections did to the tumours. The publish decision is not part of the curve (``--cv`` is not offered):
 the curve measures what the recipe's model does, whatever the rule would decide.
 """
 
@@ -31,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from brain_tumor_mri import layout
+from brain_tumor_mri.imageio import load_volume
+from brain_tumor_mri.labels import SEG_LABELS, convert_labels
 from brain_tumor_mri.networks.checkpoint import sidecar_path
 from brain_tumor_mri.training.adapt import RECIPE, recipe_options
 from brain_tumor_mri.training.cases import REPLAY, CaseSpec, segmentation_cases
@@ -97,8 +104,35 @@ def _means(per_case: dict[str, dict[str, float]], ids: set[str]) -> dict[str, fl
     return {r: round(float(np.mean([x[r] for x in rows])), 4) for r in REGIONS} if rows else {}
 
 
+def region_presence(studies: Path, ids: list[str]) -> dict[str, dict[str, bool]]:
+    """Case id -> whether WT, TC and ET are present in its reference label."""
+    out = {}
+    for cid in ids:
+        label = convert_labels(load_volume(_label(studies, cid))[0], "internal", source=f"case {cid} label")
+        et = label == SEG_LABELS["enhancing_tumor"]
+        tc = et | (label == SEG_LABELS["necrotic_core"])
+        out[cid] = {"wt": bool((label > 0).any()), "tc": bool(tc.any()), "et": bool(et.any())}
+    return out
+
+
+def split_means(per_case: dict[str, dict[str, float]], presence: dict[str, dict[str, bool]]) -> dict[str, Any]:
+    """Per region: mean Dice over the cases whose reference has it, and the share of the others segmented empty.
+
+    ``{"present": {region: mean or None}, "empty": {region: share or None}, "n_present": {...}, "n_empty": {...}}``;
+    a case's Dice for an empty reference is 1 exactly when its prediction is empty (BraTS rule).
+    """
+    out: dict[str, Any] = {"present": {}, "empty": {}, "n_present": {}, "n_empty": {}}
+    for region in ("wt", "tc", "et"):
+        for scope, want in (("present", True), ("empty", False)):
+            vals = [v[region] for k, v in per_case.items() if k in presence and presence[k][region] is want]
+            out[scope][region] = round(float(np.mean(vals)), 4) if vals else None
+            out[f"n_{scope}"][region] = len(vals)
+    return out
+
+
 def _one(args: argparse.Namespace, train: list[CaseSpec], evals: list[CaseSpec], original: list[CaseSpec],
-         replay: list[CaseSpec], scratch: bool, work: Path) -> dict[str, Any]:  # fmt: skip
+         replay: list[CaseSpec], scratch: bool, work: Path,
+         presence: dict[str, dict[str, bool]]) -> dict[str, Any]:  # fmt: skip
     """One retrain (recipe fine-tuning, or from scratch) judged on the evaluation + original cases."""
     init = None if scratch else args.init.resolve()
     base = TrainOptions("segmentation", work, args.init.parent.resolve(), init="none" if scratch else str(init),
@@ -123,7 +157,9 @@ def _one(args: argparse.Namespace, train: list[CaseSpec], evals: list[CaseSpec],
     trained, initial = res.validation.get("trained") or {}, res.validation.get("initial") or {}
     return {"seconds": res.seconds, "epochs": res.epochs_run, "patches": opts.epochs * opts.samples_per_epoch,
             "status": res.status, "site": _means(trained, ev), "original": _means(trained, og),
-            "site_before": _means(initial, ev), "original_before": _means(initial, og)}  # fmt: skip
+            "site_before": _means(initial, ev), "original_before": _means(initial, og),
+            "site_present": split_means(trained, presence),
+            "site_before_present": split_means(initial, presence)}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     work_root = Path(args.workdir or tempfile.mkdtemp(prefix="adapt-curve-")).resolve()
     args.workdir_cache = work_root / "cache"
     evals = segmentation_cases(_datastore(studies, eval_ids, work_root / "eval"))
+    presence = region_presence(studies, eval_ids)
     replay_all = segmentation_cases(args.replay, REPLAY) if args.replay else []
     original, replay = replay_all[: args.original], replay_all[args.original : args.original + args.replay_cases]
     rows = []
@@ -150,17 +187,18 @@ def run(args: argparse.Namespace) -> int:
             work = work_root / f"n{count}-s{seed}"
             train = segmentation_cases(_datastore(studies, picked, work / "studies"))
             row: dict[str, Any] = {"count": count, "seed": seed, "cases": picked}
-            row["adapted"] = _one(args, train, evals, original, replay, False, work / "studies")
+            row["adapted"] = _one(args, train, evals, original, replay, False, work / "studies", presence)
             if args.scratch:
-                row["scratch"] = _one(args, train, evals, original, [], True, work / "studies")
+                row["scratch"] = _one(args, train, evals, original, [], True, work / "studies", presence)
             logger.info("n=%d seed=%d: %s", count, seed, json.dumps(row, default=str))
             rows.append(row)
             _write(args, rows, {"command": "brain-tumor-dev " + shlex.join(sys.argv[1:]), "studies": str(studies),
-               "eval_cases": eval_ids, "original_cases": [s.case_id for s in original],
+               "eval_cases": eval_ids, "eval_regions_present": presence,
+               "original_cases": [s.case_id for s in original],
                "replay": str(args.replay) if args.replay else None, "replay_cases": [s.case_id for s in replay],
                "replay_fraction": args.replay_fraction, "runs": rows,
                "finished": time.strftime("%Y-%m-%d %H:%M")})  # fmt: skip
-    logger.info("adaptation curve:\n%s", to_markdown(rows))
+    logger.info("adaptation curve:\n%s\n%s", to_markdown(rows), split_markdown(rows))
     return 0
 
 
@@ -168,13 +206,41 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], summary: dict[s
     """Write the summary, table and plot of the rows so far (after every retrain: a long run can be cut short)."""
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps({**summary, "runs": rows}, indent=2), encoding="utf-8")
-    (args.out / "table.md").write_text(to_markdown(rows), encoding="utf-8")
+    split = split_markdown(rows) if all("site_present" in r["adapted"] for r in rows) else ""
+    text = to_markdown(rows) + (f"\nBy whether the reference has the region:\n\n{split}" if split else "")
+    (args.out / "table.md").write_text(text, encoding="utf-8")
     plot(rows, args.out / "adapt_curve.png")
 
 
 def _agg(rows: list[dict[str, Any]], count: int, kind: str, key: str, region: str) -> float | None:
     vals = [r[kind][key][region] for r in rows if r["count"] == count and kind in r and r[kind][key]]
     return round(float(np.mean(vals)), 3) if vals else None
+
+
+def _agg_split(rows: list[dict[str, Any]], count: int, kind: str, key: str, scope: str, region: str) -> float | None:
+    picked = [r[kind][key][scope][region] for r in rows if r["count"] == count and kind in r and key in r[kind]]
+    vals = [v for v in picked if v is not None]
+    return round(float(np.mean(vals)), 3) if vals else None
+
+
+def split_markdown(rows: list[dict[str, Any]]) -> str:
+    """Mean over seeds per count: Dice on the cases with each region, and empty references kept empty."""
+    head = ("| corrected cases | WT / TC / ET Dice, cases with the region: before -> after (scratch) | "
+            "empty references segmented empty, WT / TC / ET: before -> after |")  # fmt: skip
+    lines = [head, "|---|---|---|"]
+    for count in sorted({r["count"] for r in rows}):
+        present = " / ".join(_split_cell(rows, count, "present", g, True) for g in ("wt", "tc", "et"))
+        empty = " / ".join(_split_cell(rows, count, "empty", g, False) for g in ("wt", "tc", "et"))
+        lines.append(f"| {count} | {present} | {empty} |")
+    return "\n".join(lines) + "\n"
+
+
+def _split_cell(rows: list[dict[str, Any]], count: int, scope: str, region: str, with_scratch: bool) -> str:
+    """``before -> after (scratch)`` of one region in one scope, means over the seeds."""
+    b = _agg_split(rows, count, "adapted", "site_before_present", scope, region)
+    a = _agg_split(rows, count, "adapted", "site_present", scope, region)
+    sc = _agg_split(rows, count, "scratch", "site_present", scope, region) if with_scratch else None
+    return f"{b} -> {a}" + (f" ({sc})" if sc is not None else "")
 
 
 def to_markdown(rows: list[dict[str, Any]]) -> str:

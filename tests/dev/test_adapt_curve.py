@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from brain_tumor_dev.adapt_curve import split_means
 from brain_tumor_dev.cli import main
 from brain_tumor_mri.networks.checkpoint import save_model
 from brain_tumor_mri.networks.factory import build_segmentation_network
@@ -31,6 +32,28 @@ def test_adapt_curve_writes_before_after_scratch_and_times(tmp_path: Path) -> No
             res = row[kind]
             assert res["seconds"] > 0 and set(res["site"]) == {"wt", "tc", "et", "mean"} and res["original"]
         assert row["adapted"]["patches"] == row["scratch"]["patches"] == 16 * (1 if row["count"] == 1 else 2)
+    (case,) = summary["eval_cases"]
+    assert set(summary["eval_regions_present"][case]) == {"wt", "tc", "et"}
+    for row in summary["runs"]:
+        split = row["adapted"]["site_present"]
+        assert sum(split["n_present"].values()) + sum(split["n_empty"].values()) == 3  # one case, three regions
     table = (out / "table.md").read_text(encoding="utf-8")
-    assert table.count("\n| 1 |") == 1 and "| 2 |" in table
+    assert table.count("\n| 1 |") == 2 and "| 2 |" in table  # the all-case table and the split one
+    assert "By whether the reference has the region" in table
     assert (out / "adapt_curve.png").stat().st_size > 1000
+
+
+def test_split_separates_the_tumours_from_the_empty_references() -> None:
+    per_case = {
+        "glioma": {"wt": 0.8, "tc": 0.6, "et": 0.4, "mean": 0.6},
+        "no-et": {"wt": 0.7, "tc": 0.5, "et": 1.0, "mean": 0.73},  # no ET in the reference, none predicted
+        "free-ok": {"wt": 1.0, "tc": 1.0, "et": 1.0, "mean": 1.0},  # tumour-free, segmented empty
+        "free-fp": {"wt": 0.0, "tc": 0.0, "et": 1.0, "mean": 0.33},  # tumour-free, a false WT/TC component
+    }
+    present = {"wt": True, "tc": True, "et": True}
+    presence = {"glioma": present, "no-et": {**present, "et": False},
+                "free-ok": dict.fromkeys(present, False), "free-fp": dict.fromkeys(present, False)}  # fmt: skip
+    out = split_means(per_case, presence)
+    assert out["present"] == {"wt": 0.75, "tc": 0.55, "et": 0.4}
+    assert out["empty"] == {"wt": 0.5, "tc": 0.5, "et": 1.0}
+    assert out["n_present"] == {"wt": 2, "tc": 2, "et": 1} and out["n_empty"] == {"wt": 2, "tc": 2, "et": 3}
