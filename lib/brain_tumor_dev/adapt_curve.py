@@ -12,8 +12,8 @@ cases (never replayed), against the served model on the same cases. Writes
 ``summary.json``, ``table.md`` and ``adapt_curve.png`` into ``--out`` and the wall time of
 every retrain. Besides the means over all evaluation cases (BraTS rule: a region empty in
 the reference scores 1 when the prediction is empty too, else 0), each region is reported
-on the cases that have it (``site_present``) and, for the cases that do not, as the share
-segmented empty (``site_empty``): with several tumour-free cases among 16, one small false
+on the cases that have it and, for the cases that do not, as the share segmented empty
+(``site_present`` / ``site_before_present``, ``split_means``): with several tumour-free cases among 16, one small false
 component flips a case from 1 to 0 and moves the all-case mean by 0.06, which would hide
 what the corrections did to the tumours. The publish decision is not part of the curve (``--cv`` is not offered):
 the curve measures what the recipe's model does, whatever the rule would decide.
@@ -37,7 +37,7 @@ import numpy as np
 
 from brain_tumor_mri import layout
 from brain_tumor_mri.imageio import load_volume
-from brain_tumor_mri.labels import SEG_LABELS, convert_labels
+from brain_tumor_mri.labels import REGION_CHANNELS, convert_labels, region_mask
 from brain_tumor_mri.networks.checkpoint import sidecar_path
 from brain_tumor_mri.training.adapt import RECIPE, recipe_options
 from brain_tumor_mri.training.cases import REPLAY, CaseSpec, segmentation_cases
@@ -109,9 +109,7 @@ def region_presence(studies: Path, ids: list[str]) -> dict[str, dict[str, bool]]
     out = {}
     for cid in ids:
         label = convert_labels(load_volume(_label(studies, cid))[0], "internal", source=f"case {cid} label")
-        et = label == SEG_LABELS["enhancing_tumor"]
-        tc = et | (label == SEG_LABELS["necrotic_core"])
-        out[cid] = {"wt": bool((label > 0).any()), "tc": bool(tc.any()), "et": bool(et.any())}
+        out[cid] = {key: bool(region_mask(label, name).any()) for key, name in zip(("wt", "tc", "et"), REGION_CHANNELS)}
     return out
 
 
