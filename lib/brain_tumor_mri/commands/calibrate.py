@@ -1,6 +1,10 @@
-"""``brain-tumor calibrate classification STUDIES``: fit temperature and OOD thresholds post hoc.
+"""``brain-tumor calibrate classification|segmentation STUDIES``: fit what is fitted after training.
 
-For existing classification weights (shipped or published), runs the inference path on the
+Segmentation: runs the served pipeline without post-processing on the labelled cases of
+STUDIES and fits the low-confidence component filter (``training/postprocess_fit.py``) into
+the sidecar, with a ``-pp<digest>`` version suffix.
+
+Classification: for existing classification weights (shipped or published), runs the inference path on the
 labelled cases of STUDIES, fits the temperature (``training/calibration.py``) and the
 energy threshold of the low-confidence signal, and writes them into the weights' sidecar
 as its ``calibration`` block. The weights file is not touched, so its sha256 stays valid;
@@ -27,9 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Model, datastore, kind, weights location, thresholds."""
     from ..training.calibration import DEFAULT_ACCEPTANCE, DEFAULT_MAX_PROBABILITY_MIN
 
-    p.add_argument("model", choices=("classification",), help="which model to calibrate")
+    p.add_argument("model", choices=("classification", "segmentation"), help="which model to calibrate")
     p.add_argument("studies", type=Path, metavar="STUDIES", help="labelled datastore of held-out validation cases")
-    p.add_argument("--kind", choices=("2d", "3d", "both"), default="both", help="which classifier(s)")
+    p.add_argument("--kind", choices=("2d", "3d", "both"), default="both", help="which classifier(s) (classification)")
     p.add_argument("--weights-dir", type=Path, metavar="DIR", help="weights folder (default: shipped model_weights/)")
     p.add_argument("--out", type=Path, metavar="DIR", help="write a copy + calibrated sidecar here")
     p.add_argument("--split", choices=("all", "val"), default="all",
@@ -53,14 +57,47 @@ def calibrate_kind(args: argparse.Namespace, classifier: Any, kind: str, weights
                              out_dir=args.out)  # fmt: skip
 
 
+def calibrate_segmentation(args: argparse.Namespace, weights_dir: Path) -> int:
+    """Fit the segmentation weights' low-confidence component filter on STUDIES' labelled cases."""
+    from ..layout import SEG_WEIGHTS
+    from ..networks.checkpoint import load_model
+    from ..runtime import pick_device, use_reduced_precision
+    from ..training.calibrate_weights import recorded_val_ids
+    from ..training.cases import segmentation_cases
+    from ..training.postprocess_fit import fit_weights
+
+    device = pick_device(args.device)
+    weights = weights_dir / SEG_WEIGHTS
+    try:
+        meta = load_model(weights, "segmentation").meta
+    except (OSError, ValueError) as exc:  # missing or mismatched pair
+        raise ValueError(f"segmentation weights in {weights_dir}: {exc}") from exc
+    specs = segmentation_cases(args.studies)
+    if args.split == "val":
+        val_ids = recorded_val_ids(meta)
+        if not val_ids:
+            raise ValueError("segmentation: the sidecar records no validation ids; use --split all on held-out cases")
+        specs = [s for s in specs if s.case_id in val_ids]
+    fitted_on = {"studies": str(Path(args.studies).resolve()), "split": args.split}
+    command = f"brain-tumor calibrate segmentation {args.studies} --split {args.split}"
+    new = fit_weights(weights, specs, device, use_reduced_precision(device, args.bf16), fitted_on, command, args.out)
+    fit = new["postprocess"]["fit"]
+    logger.info("segmentation: thresholds %s, mean Dice %.4f -> %.4f on %d case(s); version %s",
+                new["postprocess"]["min_mean_prob"] or "none", fit["dice_before"]["mean"], fit["dice_after"]["mean"],
+                fit["n"], new["version"])  # fmt: skip
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """Calibrate the chosen classifier(s)."""
+    """Calibrate the chosen model."""
     from ..config import default_weights_dir
     from ..inference.classifier import build_classifier
     from ..networks.store import ModelUnavailable
     from ..runtime import pick_device, use_reduced_precision
 
     weights_dir = Path(args.weights_dir or default_weights_dir())
+    if args.model == "segmentation":
+        return calibrate_segmentation(args, weights_dir)
     device = pick_device(args.device)
     classifier = build_classifier(weights_dir, device, use_reduced_precision(device, args.bf16))
     for kind in ("2d", "3d") if args.kind == "both" else (args.kind,):

@@ -3,7 +3,9 @@
 INPUT is a BraTS-layout case folder (2017-2021 or 2023+ naming), a folder holding such
 folders, or a datastore folder; each case's label is written to ``OUT/<id>-seg.nii.gz``
 in the internal convention (or BraTS 2021's with ``--brats2021-labels``) plus a CSV of
-volumes. Same preprocessing, network and restore step as the server.
+volumes and of the low-confidence components post-processing removed. Same preprocessing,
+network, restore and post-processing step as the server; ``--no-postprocess`` leaves the
+last out (to measure what it does).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..labels import SEQUENCES
+from ..labels import REGION_CHANNELS, SEQUENCES
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         help="zero this sequence as if it were missing (to measure what its absence costs)",
     )
+    p.add_argument("--no-postprocess", action="store_true",
+                   help="skip the sidecar's low-confidence component filter (to measure what it does)")  # fmt: skip
 
 
 def find_cases(inputs: list[Path]) -> list[tuple[str, dict[str, Path]]]:
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         for key in args.drop_sequence:
             stack[SEQUENCES.index(key)] = 0
             missing = sorted(set(missing) | {key})
-        seg = segmenter.segment(stack, affine)
+        seg = segmenter.segment(stack, affine, postprocess=not args.no_postprocess)
         save_label(args.out / f"{case_id}-seg.nii.gz", seg.label, affine)
         rows.append(
             {
@@ -85,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 "model_version": seg.model_version,
                 "missing": ";".join(missing),
                 **{f"{k}_ml": v for k, v in seg.measurements["volumes_ml"].items()},
+                **{f"removed_{k}": sum(c["region"] == k for c in seg.candidates) for k in REGION_CHANNELS},
             }
         )
     with open(args.out / "volumes.csv", "w", newline="", encoding="utf-8") as fp:

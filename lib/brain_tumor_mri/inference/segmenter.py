@@ -2,15 +2,17 @@
 
 The network covers the case in one full-volume pass, or by Gaussian-blended sliding
 windows when the weights' sidecar allows it and a full pass would not fit the memory
-budget (``inference.inferer``). Used by the MONAI Label infer task, the offline
-``segment`` command, the benchmark, training validation and active-learning scoring, so
-they all run the same code.
+budget (``inference.inferer``); the label is then cleaned of components the network is
+unsure of, by the thresholds the weights' sidecar carries (``inference.postprocess``).
+Used by the MONAI Label infer task, the offline ``segment`` command, the benchmark and
+the lesion-type fit, so they all run the same code (training validation and
+active-learning scoring read the network's output before post-processing).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,8 @@ from ..networks.checkpoint import LoadedModel
 from ..networks.store import ModelStore
 from ..transforms.preprocess import Prepared, prepare_case, restore
 from .inferer import InfererSpec, choose, memory_budget_mb, network_logits
-from .measure import tumor_measurements
+from .measure import tumor_measurements, voxel_volume_ml
+from .postprocess import ComponentFilter, Dropped
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ class Segmentation:
     measurements: dict[str, Any]
     model_version: str
     inferer: str = "full"  # full | sliding_window
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # components post-processing removed
 
 
 def store_expectations() -> dict[str, Any]:
@@ -114,11 +118,19 @@ class Segmenter:
             probs = torch.flip(probs, dims=[d + 2 for d in flips])
         return probs[0].cpu()
 
-    def segment(self, stack: np.ndarray, affine: np.ndarray) -> Segmentation:
-        """Full pipeline on the input grid: label, probabilities and measurements."""
+    def segment(self, stack: np.ndarray, affine: np.ndarray, *, postprocess: bool = True) -> Segmentation:
+        """Full pipeline on the input grid: label, probabilities and measurements.
+
+        ``postprocess=False`` returns the thresholded network output without the sidecar's
+        component filter (what the filter is fitted on).
+        """
         model = self.store.get()  # one model for the whole request, even across a hot swap
         prepared = self.prepare(stack, affine, model=model)
         probs = restore(self.forward(prepared.image, model=model), prepared.geometry)
-        label = regions_to_label(probs)
+        label, dropped = regions_to_label(probs), list[Dropped]()
+        if postprocess:
+            label, dropped = ComponentFilter.from_meta(model.meta).apply(label, probs)
         mode, _ = self.inferer_for(model, tuple(prepared.image.shape[1:]))
-        return Segmentation(label, probs, tumor_measurements(label, affine), model.version, mode)
+        voxel_ml = voxel_volume_ml(affine)
+        candidates = [d.as_params(affine, voxel_ml) for d in dropped]
+        return Segmentation(label, probs, tumor_measurements(label, affine), model.version, mode, candidates)

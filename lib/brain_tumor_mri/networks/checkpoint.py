@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,18 @@ def save_model(network: torch.nn.Module, weights: str | Path, meta: dict[str, An
     os.replace(tmp_m, sidecar_path(weights))
     logger.info("published %s (version %s)", weights, meta["version"])
     return meta
+
+
+def copy_weights(weights: Path, out_dir: Path | None) -> Path:
+    """Where a post-hoc fit writes its sidecar: ``weights`` itself, or an atomic copy of it in ``out_dir``."""
+    if out_dir is None or Path(out_dir).resolve() == weights.parent.resolve():
+        return weights
+    target = Path(out_dir) / weights.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.copyfile(weights, tmp)
+    os.replace(tmp, target)
+    return target
 
 
 def model_stamp(weights: str | Path) -> tuple[float, float] | None:

@@ -3,6 +3,8 @@
 Slicer sends the case id of the FLAIR it shows; the task finds the other sequences from
 that id (see ``layout``), segments, and answers with a uint8 label of values 1..3 on the
 FLAIR's exact grid plus JSON params: label names, volumes in mL, centroid, model version,
+``low_confidence_candidates`` (components the weights' fitted post-processing left out of
+the label, with volume, mean probability and RAS centroid, so nothing is dropped unseen),
 ``lesions`` (separate lesions with their volumes) and, when classification is served, the
 3D ``classification`` checked against this segmentation (``inference/consistency.py``).
 """
@@ -81,6 +83,7 @@ class BrainTumorSegInfer(InferTask):
                 "case_id": case.case_id,
                 "missing_sequences": missing,
                 **seg.measurements,
+                "low_confidence_candidates": seg.candidates,
             }
             summary = self.lesions.summarise(seg.label, affine, seg.model_version, stack)
             self.lesions.remember(case.sequences, summary)

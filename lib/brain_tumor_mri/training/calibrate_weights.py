@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ import numpy as np
 from ..inference.classifier import Classifier
 from ..labels import TUMOR_CLASSES
 from ..layout import atomic_write_json
-from ..networks.checkpoint import load_model, sidecar_path
+from ..networks.checkpoint import copy_weights, load_model, sidecar_path
 from .calibration import (
     DEFAULT_ACCEPTANCE,
     DEFAULT_MAX_PROBABILITY_MIN,
@@ -67,13 +65,7 @@ def write_calibration(weights: Path, record: dict[str, Any], out_dir: Path | Non
     """
     load_model(weights, "classification")  # refuses a pair whose weights do not match the sidecar's sha256
     meta = json.loads(sidecar_path(weights).read_text(encoding="utf-8"))
-    target = weights
-    if out_dir is not None and Path(out_dir).resolve() != weights.parent.resolve():
-        target = Path(out_dir) / weights.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        shutil.copyfile(weights, tmp)
-        os.replace(tmp, target)
+    target = copy_weights(weights, out_dir)
     base = strip_calibration_suffix(str(meta.get("version", "unknown")))
     meta["calibration"] = {**record, "base_version": base}
     meta["version"] = calibrated_version(base, record)

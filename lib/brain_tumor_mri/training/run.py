@@ -110,14 +110,20 @@ def _segmentation(
     if opts.adapt and init is not None:
         from .adapt_run import run_adaptation
 
-        return run_adaptation(opts, init, run_dir, out, progress, should_stop)
+        adapted = run_adaptation(opts, init, run_dir, out, progress, should_stop)
+        if adapted.published and ddp.is_main():
+            _postprocess(opts, out, adapted, [], init)
+        return adapted
     model = SegModel(opts, init)
     specs = segmentation_cases(opts.studies)
     if not specs:
         raise InputError(f"{opts.studies}: no 3D cases with a final label (labels/final/<id>.nii.gz)")
     train, val = split_segmentation(specs, opts.val_fraction, opts.seed)
     replay = segmentation_cases(opts.replay_studies, REPLAY) if opts.replay_studies else []
-    return run_model(model, opts, (train, val, replay), out, run_dir, progress, should_stop, rule)
+    result = run_model(model, opts, (train, val, replay), out, run_dir, progress, should_stop, rule)
+    if result.published and ddp.is_main():
+        _postprocess(opts, out, result, val, init)
+    return result
 
 
 def _classification(
@@ -168,6 +174,27 @@ def _lesion_type(opts: TrainOptions) -> TrainResult | None:
     out = (opts.out or layout.published_dir(opts.studies)) / LESION_TYPE_WEIGHTS
     segmenter = Segmenter(store, opts.spacing, reduced, opts.infer_memory_mb)
     return refit(opts.studies, segmenter, served, out, max(opts.val_fraction, 0.2), opts.seed)
+
+
+def _postprocess(opts: TrainOptions, weights: Path, result: TrainResult, val: list, init: Path | None) -> None:
+    """Fit the published segmentation's component filter on the run's validation cases, or carry the initial one's.
+
+    A site adaptation's only held-out cases are original-domain replay checks, and a small
+    datastore's validation split is a handful of cases, so both keep the initial model's filter.
+    """
+    from ..runtime import pick_device, use_reduced_precision
+    from .postprocess_fit import MIN_CASES, carry_postprocess, fit_weights
+
+    meta: dict[str, Any] | None = None
+    if len(val) >= MIN_CASES:
+        device = pick_device(opts.device)
+        fitted_on = {"studies": str(Path(opts.studies).resolve()), "split": "val"}
+        meta = fit_weights(weights, val, device, use_reduced_precision(device, opts.bf16), fitted_on,
+                           f"{opts.to_command()} (validation split of the run)")  # fmt: skip
+    else:
+        meta = carry_postprocess(weights, init)
+    if meta is not None:
+        result.version = meta["version"]
 
 
 def _calibrate(opts: TrainOptions, kind: str, weights: Path, result: TrainResult) -> None:

@@ -1,0 +1,199 @@
+"""Fit the segmentation's low-confidence component filter on held-out cases; write it into the sidecar.
+
+The filter (``inference/postprocess.py``) drops components whose mean probability is below
+a per-region threshold. Which thresholds help depends on the weights, so they are fitted,
+the way nnU-Net decides its post-processing: on held-out cases, run the served inference
+path without the filter, then for WT, TC and ET in turn pick the threshold from a fixed
+grid that maximises the mean Dice of the three regions over the cases (BraTS rule: a region
+empty in both prediction and reference scores 1). The curve is smoothed over neighbouring
+thresholds before its maximum is taken: with a few dozen cases, one tumour-free case
+flipping makes a lone spike, often next to a cliff, and a threshold there would not carry
+over to new cases. A threshold is kept only when it adds at least ``MIN_GAIN`` to that
+mean, so a filter that only shuffles noise stays off.
+
+Two callers: ``brain-tumor calibrate segmentation`` (post hoc, for any weights) and the
+training run, which fits the weights it publishes on the run's validation cases. The
+weights file is never touched (its sha256 stays valid); the sidecar is replaced atomically
+with a ``postprocess`` block and a ``-pp<digest>`` version suffix, so served answers show
+which filter they used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..imageio import InputError, load_sequences, load_volume
+from ..inference.postprocess import ComponentFilter
+from ..inference.segmenter import Segmenter, store_expectations
+from ..labels import REGION_CHANNELS, convert_labels, label_to_regions, regions_to_label
+from ..layout import atomic_write_json
+from ..networks.checkpoint import copy_weights, load_model, sidecar_path
+from ..networks.store import ModelStore
+from .cases import CaseSpec
+from .metrics import dice
+
+logger = logging.getLogger(__name__)
+
+#: Thresholds tried per region (0 = no filter).
+GRID: tuple[float, ...] = (0.0, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96)
+#: Mean Dice (of WT/TC/ET over the cases) a threshold must add to be kept.
+MIN_GAIN = 0.002
+#: Fewer held-out cases than this fit nothing (a fine-tuned model then keeps its initial model's filter).
+MIN_CASES = 5
+SHORT = {"whole_tumor": "wt", "tumor_core": "tc", "enhancing_tumor": "et"}
+
+
+@dataclass(frozen=True)
+class FitCase:
+    """One held-out case: region probabilities (3, x, y, z) from the network and the reference label."""
+
+    case_id: str
+    probs: np.ndarray
+    truth: np.ndarray
+
+
+def collect_fit_cases(segmenter: Segmenter, specs: Sequence[CaseSpec]) -> list[FitCase]:
+    """Run the served pipeline without the filter on each labelled case; probabilities kept as float16."""
+    cases = []
+    for spec in specs:
+        label_path = spec.file("label")
+        if label_path is None:
+            continue
+        try:
+            stack, affine, _ = load_sequences(spec.sequences)
+            raw, _ = load_volume(label_path)
+        except InputError as exc:
+            raise InputError(f"case {spec.case_id}: {exc}") from exc
+        if raw.shape != stack.shape[1:]:
+            raise InputError(f"case {spec.case_id}: label shape {raw.shape} differs from image shape {stack.shape[1:]}")
+        truth = convert_labels(raw, "internal", source=f"case {spec.case_id} label {label_path.name}")
+        seg = segmenter.segment(stack, affine, postprocess=False)
+        cases.append(FitCase(spec.case_id, np.asarray(seg.probs, dtype=np.float16), truth))
+    return cases
+
+
+def case_dice(label: np.ndarray, truth_regions: np.ndarray) -> np.ndarray:
+    """Dice of WT, TC, ET of an internal label against reference region masks (3, ...)."""
+    pred = label_to_regions(label)
+    return np.array([dice(pred[k], truth_regions[k]) for k in range(len(REGION_CHANNELS))])
+
+
+def _summary(scores: np.ndarray) -> dict[str, float]:
+    """Mean Dice per region and of the three, rounded for the record."""
+    means = scores.mean(axis=0)
+    out = {SHORT[r]: round(float(means[k]), 4) for k, r in enumerate(REGION_CHANNELS)}
+    out["mean"] = round(float(means.mean()), 4)
+    return out
+
+
+def smoothed(values: np.ndarray) -> np.ndarray:
+    """Each value averaged with its grid neighbours (the ends with their one neighbour)."""
+    padded = np.concatenate([[np.nan], np.asarray(values, dtype=float), [np.nan]])
+    windows = np.stack([padded[:-2], padded[1:-1], padded[2:]])
+    return np.nanmean(windows, axis=0)
+
+
+def fit_component_filter(
+    cases: Sequence[FitCase], grid: Iterable[float] = GRID, min_gain: float = MIN_GAIN
+) -> dict[str, Any]:
+    """The fitted ``postprocess`` block: thresholds per region and the fit's before/after Dice."""
+    if len(cases) < MIN_CASES:
+        raise ValueError(f"post-processing fit needs at least {MIN_CASES} held-out cases, got {len(cases)}")
+    grid = sorted({float(t) for t in grid} | {0.0})
+    truths = [label_to_regions(np.asarray(c.truth)) for c in cases]
+    raw = [regions_to_label(c.probs) for c in cases]
+    before = np.array([case_dice(lab, t) for lab, t in zip(raw, truths)])
+    taus: dict[str, float] = {}
+    current, current_scores = raw, before
+    trials: dict[str, dict[str, float]] = {}
+    for region in REGION_CHANNELS:
+        tried = [(current, current_scores)]
+        for tau in grid[1:]:
+            filt = ComponentFilter({region: tau})
+            labels = [filt.apply(lab, c.probs)[0] for lab, c in zip(current, cases)]
+            tried.append((labels, np.array([case_dice(lab, t) for lab, t in zip(labels, truths)])))
+        means = np.array([scores.mean() for _, scores in tried])
+        trials[region] = {f"{tau:g}": round(float(m), 4) for tau, m in zip(grid, means)}
+        best = int(np.argmax(smoothed(means)))
+        if best > 0 and means[best] - means[0] >= min_gain:
+            taus[region] = grid[best]
+            current, current_scores = tried[best]
+        logger.info("post-processing fit, %s: threshold %s (mean Dice %.4f -> %.4f)", region,
+                    taus.get(region, "off"), before.mean(), current_scores.mean())  # fmt: skip
+    return {
+        "min_mean_prob": taus,
+        "fit": {"n": len(cases), "case_ids": [c.case_id for c in cases], "dice_before": _summary(before),
+                "dice_after": _summary(current_scores), "grid": grid, "min_gain": min_gain,
+                "mean_dice_by_threshold": trials,
+                "selection": "maximum of the curve smoothed over neighbouring thresholds",
+                "objective": "mean Dice of WT/TC/ET over the held-out cases (BraTS rule for empty regions), "
+                             "regions fitted in the order WT, TC, ET"},
+    }  # fmt: skip
+
+
+def postprocess_digest(record: dict[str, Any]) -> str:
+    """Short content hash of the thresholds (what the served version suffix shows)."""
+    blob = json.dumps(record.get("min_mean_prob") or {}, sort_keys=True).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def strip_postprocess_suffix(version: str) -> str:
+    """The weights' own version, without a ``-pp<digest>`` suffix."""
+    head, sep, tail = version.rpartition("-pp")
+    return head if sep and len(tail) == 8 and all(ch in "0123456789abcdef" for ch in tail) else version
+
+
+def write_postprocess(weights: Path, record: dict[str, Any], out_dir: Path | None = None) -> dict[str, Any]:
+    """Put ``record`` into the sidecar of ``weights`` (in place, or beside a copy in ``out_dir``); the new sidecar.
+
+    Refuses a pair whose weights do not match the sidecar's sha256.
+    """
+    load_model(weights, "segmentation")
+    meta = json.loads(sidecar_path(weights).read_text(encoding="utf-8"))
+    target = copy_weights(weights, out_dir)
+    base = strip_postprocess_suffix(str(meta.get("version", "unknown")))
+    meta["postprocess"] = {**record, "base_version": base}
+    meta["version"] = f"{base}-pp{postprocess_digest(record)}"
+    atomic_write_json(sidecar_path(target), meta)
+    logger.info("post-processing of %s: thresholds %s, version %s", sidecar_path(target),
+                record.get("min_mean_prob") or "none", meta["version"])  # fmt: skip
+    return meta
+
+
+def fit_weights(
+    weights: Path, specs: Sequence[CaseSpec], device: Any, reduced: bool, fitted_on: dict[str, Any], command: str,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Fit the filter of the segmentation ``weights`` on the labelled ``specs`` and write it; the new sidecar."""
+    store = ModelStore("segmentation", weights, weights, device, expect=store_expectations())
+    meta = store.get().meta
+    segmenter = Segmenter(store, float(meta.get("spacing", 2.0)), reduced)
+    record = fit_component_filter(collect_fit_cases(segmenter, specs))
+    record["fitted_on"], record["command"] = fitted_on, command
+    return write_postprocess(weights, record, out_dir)
+
+
+def carry_postprocess(weights: Path, init: Path | None) -> dict[str, Any] | None:
+    """Give freshly published ``weights`` the filter of the model they were fine-tuned from, if it had one.
+
+    For runs with too few held-out cases to fit on (e.g. a site's first corrections): the
+    fine-tuned model stays close to its initial one, and dropping the filter would change
+    what users see more than keeping it.
+    """
+    if init is None or not sidecar_path(init).is_file():
+        return None
+    init_meta = json.loads(sidecar_path(init).read_text(encoding="utf-8"))
+    block = init_meta.get("postprocess")
+    if not block or not block.get("min_mean_prob"):
+        return None
+    record = {k: v for k, v in block.items() if k not in ("base_version", "carried_from")}
+    record["carried_from"] = str(init_meta.get("version", "unknown"))
+    return write_postprocess(weights, record)
