@@ -105,18 +105,40 @@ class Dropped:
                 "demoted_to": DEMOTE_NAMES[self.region]}  # fmt: skip
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel of ``mask`` (None when it has none)."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def drop_unsure(label: np.ndarray, prob: np.ndarray, region: str, tau: float) -> list[Dropped]:
-    """Demote, in place, components of ``region`` whose mean ``prob`` is below ``tau``; what was dropped."""
-    parts, n = ndimage.label(region_mask(label, region), structure=_CONNECTIVITY)
-    if n == 0:
+    """Demote, in place, components of ``region`` whose mean ``prob`` is below ``tau``; what was dropped.
+
+    Works inside the region's bounding box with one pass of ``bincount`` for sizes, sums and
+    centroids, so a 1 mm BraTS volume costs tens of milliseconds, not a second.
+    """
+    box = _bounding_box(region_mask(label, region))
+    if box is None:
         return []
-    index = np.arange(1, n + 1)
-    means = np.asarray(ndimage.mean(prob.astype(np.float32, copy=False), parts, index))
-    unsure = index[means < tau]
+    sub = label[box]  # a view: demoting it demotes ``label``
+    parts, n = ndimage.label(region_mask(sub, region), structure=_CONNECTIVITY)
+    flat = parts.ravel()
+    sizes = np.bincount(flat, minlength=n + 1).astype(np.float64)
+    means = np.bincount(flat, weights=prob[box].ravel().astype(np.float64), minlength=n + 1) / np.maximum(sizes, 1)
+    unsure = np.flatnonzero(means[1:] < tau) + 1
     if not unsure.size:
         return []
-    sizes = np.asarray(ndimage.sum_labels(np.ones(parts.shape, dtype=np.uint8), parts, unsure))
-    centres = ndimage.center_of_mass(np.ones(parts.shape, dtype=np.uint8), parts, unsure)
-    label[np.isin(parts, unsure)] = DEMOTE_TO[region]
-    return [Dropped(region, int(v), float(means[i - 1]), (float(c[0]), float(c[1]), float(c[2])))
-            for i, v, c in zip(unsure, sizes, centres)]  # fmt: skip
+    grid = np.indices(sub.shape, sparse=True)
+    centres = [np.bincount(flat, weights=np.broadcast_to(g + b.start, sub.shape).ravel().astype(np.float64),
+                           minlength=n + 1) / np.maximum(sizes, 1) for g, b in zip(grid, box)]  # fmt: skip
+    drop = np.zeros(n + 1, dtype=bool)
+    drop[unsure] = True
+    sub[drop[parts]] = DEMOTE_TO[region]
+    return [Dropped(region, int(sizes[i]), float(means[i]), (float(centres[0][i]), float(centres[1][i]),
+                                                             float(centres[2][i])))
+            for i in unsure]  # fmt: skip
