@@ -281,7 +281,7 @@ class CaseLesions:
             return cached, "recent segmentation of this case"
         with self.slot():
             seg = segmenter.segment(stack, affine)
-        summary = self.summarise(seg.label, affine, seg.model_version, stack)
+        summary = self.summarise(seg.unfiltered, affine, seg.model_version, stack)
         self.cache.put(case_key(files, seg.model_version), summary)
         return summary, "segmentation run for this answer"
 

@@ -41,6 +41,18 @@ class Segmentation:
     model_version: str
     inferer: str = "full"  # full | sliding_window
     candidates: list[dict[str, Any]] = field(default_factory=list)  # components post-processing removed
+    network_label: np.ndarray | None = None  # before post-processing (what the 3D type is read from); None: = label
+
+    @property
+    def unfiltered(self) -> np.ndarray:
+        """The network's thresholded output before post-processing (``label`` when nothing was removed).
+
+        The 3D tumour type and the consistency rule read this one: the lesion-type model was
+        fitted on it, and a safety rule should see every lesion the network found, sure or not
+        (a scan whose only tumour is a low-confidence candidate must not be a confident
+        ``no_tumor``, several lesions some of them unsure are still several lesions).
+        """
+        return self.label if self.network_label is None else self.network_label
 
 
 def store_expectations() -> dict[str, Any]:
@@ -127,10 +139,12 @@ class Segmenter:
         model = self.store.get()  # one model for the whole request, even across a hot swap
         prepared = self.prepare(stack, affine, model=model)
         probs = restore(self.forward(prepared.image, model=model), prepared.geometry)
-        label, dropped = regions_to_label(probs), list[Dropped]()
+        raw = regions_to_label(probs)
+        label, dropped = raw, list[Dropped]()
         if postprocess:
-            label, dropped = ComponentFilter.from_meta(model.meta).apply(label, probs)
+            label, dropped = ComponentFilter.from_meta(model.meta).apply(raw, probs)
         mode, _ = self.inferer_for(model, tuple(prepared.image.shape[1:]))
         voxel_ml = voxel_volume_ml(affine)
         candidates = [d.as_params(affine, voxel_ml) for d in dropped]
-        return Segmentation(label, probs, tumor_measurements(label, affine), model.version, mode, candidates)
+        return Segmentation(label, probs, tumor_measurements(label, affine), model.version, mode, candidates,
+                            raw if dropped else None)  # fmt: skip

@@ -85,9 +85,14 @@ class BrainTumorSegInfer(InferTask):
                 **seg.measurements,
                 "low_confidence_candidates": seg.candidates,
             }
-            summary = self.lesions.summarise(seg.label, affine, seg.model_version, stack)
+            # the 3D type and the consistency rule read the network's whole output (``Segmentation.unfiltered``);
+            # the listed lesions are those of the label the user gets
+            summary = self.lesions.summarise(seg.unfiltered, affine, seg.model_version, stack)
             self.lesions.remember(case.sequences, summary)
-            params["lesions"] = summary.as_params()
+            shown = summary
+            if seg.network_label is not None:
+                shown = self.lesions.summarise(seg.label, affine, seg.model_version)
+            params["lesions"] = shown.as_params()
             params["classification"] = self.classification(stack, affine, summary)
             out = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name
             write_label_answer(out, seg.label, affine, case, seg.model_version)

@@ -68,7 +68,7 @@ def describe_cases(studies: Path, segmenter: Segmenter) -> FeatureSet:
         except InputError as exc:
             logger.warning("skipping %s: %s", case_id, exc)
             continue
-        label = segmenter.segment(stack, affine).label
+        label = segmenter.segment(stack, affine).unfiltered  # what serving reads the type from
         rows.append(lesion_features(label, nonzero_mask(stack), affine))
         ys.append(cls)
         ids.append(case_id)

@@ -160,3 +160,27 @@ def test_case_lesions_reuse_a_recent_segmentation(tmp_path: Path):
     os.utime(flair, ns=(5, 5))  # the case changed on disk: segment again
     book.for_case(files, stack, affine)
     assert segmenter.calls == 2
+
+
+def test_the_rule_sees_lesions_that_post_processing_removed(tmp_path: Path):
+    """A filter that removes every component empties the label, not the 3D answer's lesion count."""
+    import json
+
+    from brain_tumor_mri.networks.checkpoint import sidecar_path
+
+    weights = save_threshold_segmenter(tmp_path / "w" / "segmentation.pt", gain=0.05)  # probabilities well below 1
+    meta = json.loads(sidecar_path(weights).read_text())
+    meta["postprocess"] = {"min_mean_prob": {"whole_tumor": 0.999}}  # nothing is sure enough
+    sidecar_path(weights).write_text(json.dumps(meta))
+    store = ModelStore("segmentation", tmp_path / "none.pt", weights, torch.device("cpu"), False, store_expectations())
+    segmenter = Segmenter(store, 2.0, False)
+    stack, affine, _ = lesion_case([(-40, 20, 10), (40, -30, 0)])
+    seg = segmenter.segment(stack, affine)
+    assert not seg.label.any() and len(seg.candidates) == 2
+    assert seg.unfiltered.any() and seg.network_label is not None
+    flair = write_case(tmp_path / "studies", "mets", stack, affine, "metastasis")
+    files = {"t2f": flair, **{k: flair.parent / "cases" / "mets" / f"{k}.nii.gz" for k in ("t1n", "t1c", "t2w")}}
+    summary, _ = CaseLesions(lambda: segmenter).for_case(files, stack, affine)
+    assert summary.count == 2
+    checked = apply_consistency(_answer("no_tumor", 0.95), summary)
+    assert checked.tumor_type == "other" and checked.confidence.level == "low"
