@@ -102,3 +102,43 @@ def test_upload_without_other_sequences_names_them(server):
         )
     assert r.status_code == 422
     assert "missing sequence(s): t1n, t1c, t2w" in r.json()["detail"]
+
+
+def test_low_confidence_components_are_listed_not_lost(server):
+    """What the weights' fitted post-processing leaves out of the label is listed in the answer.
+
+    For every 3D sample case, the served whole-tumour volume plus the candidates removed from
+    it equals the whole tumour of the same network without post-processing (run here, in the
+    test process, on the same files); each candidate lies in the image. The shipped filter
+    removes at least one component on the sample cases (their false tumours), so the check is
+    not vacuous.
+    """
+    import torch
+
+    from brain_tumor_mri.config import default_weights_dir
+    from brain_tumor_mri.imageio import load_sequences
+    from brain_tumor_mri.inference.segmenter import Segmenter, segmentation_store
+    from brain_tumor_mri.layout import image_path, resolve_case
+    from brain_tumor_mri.runtime import use_reduced_precision
+
+    cpu = torch.device("cpu")
+    reduced = use_reduced_precision(cpu, "auto")  # as the server runs it (bf16 where the CPU has it)
+    store = segmentation_store(server.studies / "no-such-datastore", default_weights_dir(), cpu, reduced)
+    assert store.get().meta["postprocess"]["min_mean_prob"], "the shipped weights carry a fitted filter"
+    offline = Segmenter(store, 2.0, reduced)
+    listed = 0
+    for case_id in list_cases(server.studies, kind="3d"):
+        _, params = server.client.infer("segmentation", case_id, {})
+        stack, affine, _ = load_sequences(resolve_case(image_path(server.studies, case_id)).sequences)
+        raw = offline.segment(stack, affine, postprocess=False).measurements["volumes_ml"]["whole_tumor"]
+        candidates = params["low_confidence_candidates"]
+        removed = sum(c["volume_ml"] for c in candidates if c["region"] == "whole_tumor")
+        assert params["volumes_ml"]["whole_tumor"] + removed == pytest.approx(raw, abs=0.01), case_id
+        corners = np.array([affine[:3, 3], (affine @ np.append(np.array(stack.shape[1:]) - 1, 1.0))[:3]])
+        lo, hi = corners.min(axis=0) - 1e-3, corners.max(axis=0) + 1e-3
+        for c in candidates:
+            assert c["region"] in ("whole_tumor", "tumor_core", "enhancing_tumor")
+            assert 0 < c["mean_probability"] <= store.get().meta["postprocess"]["min_mean_prob"][c["region"]]
+            assert (lo <= c["centroid_ras_mm"]).all() and (c["centroid_ras_mm"] <= hi).all(), c
+        listed += len(candidates)
+    assert listed > 0, "no sample case had a low-confidence component: the check above proved nothing"
