@@ -16,7 +16,10 @@ on the cases that have it and, for the cases that do not, as the share segmented
 (``site_present`` / ``site_before_present``, ``split_means``): with several tumour-free cases among 16, one small false
 component flips a case from 1 to 0 and moves the all-case mean by 0.06, which would hide
 what the corrections did to the tumours. The publish decision is not part of the curve (``--cv`` is not offered):
-the curve measures what the recipe's model does, whatever the rule would decide.
+the curve measures what the recipe's model does, whatever the rule would decide. With
+``--served`` the site's cases are also scored as the server answers them (the served
+pipeline, with the post-processing a site adaptation keeps from the model it fine-tuned;
+``site_served`` / ``site_before_served``), since validation scores the network's own output.
 """
 
 from __future__ import annotations
@@ -36,12 +39,16 @@ from typing import Any
 import numpy as np
 
 from brain_tumor_mri import layout
-from brain_tumor_mri.imageio import load_volume
-from brain_tumor_mri.labels import REGION_CHANNELS, convert_labels, region_mask
+from brain_tumor_mri.imageio import load_sequences, load_volume
+from brain_tumor_mri.inference.segmenter import Segmenter, store_expectations
+from brain_tumor_mri.labels import REGION_CHANNELS, convert_labels, label_to_regions, region_mask
 from brain_tumor_mri.networks.checkpoint import sidecar_path
+from brain_tumor_mri.networks.store import ModelStore
+from brain_tumor_mri.runtime import pick_device, use_reduced_precision
 from brain_tumor_mri.training.adapt import RECIPE, recipe_options
 from brain_tumor_mri.training.cases import REPLAY, CaseSpec, segmentation_cases
 from brain_tumor_mri.training.options import TrainOptions
+from brain_tumor_mri.training.postprocess_fit import carry_postprocess, case_dice
 from brain_tumor_mri.training.publish import Decision, DecisionInput
 from brain_tumor_mri.training.run_model import run_model
 from brain_tumor_mri.training.seg_model import SegModel
@@ -62,6 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--original", type=int, default=4, help="original-domain cases to check forgetting on (default 4)")
     p.add_argument("--init", type=Path, default=Path("model_weights/segmentation.pt"), help="the served model")
     p.add_argument("--scratch", action="store_true", help="also train from scratch on the same cases")
+    p.add_argument("--served", action="store_true",
+                   help="also score the site's cases as the server answers them (with post-processing)")  # fmt: skip
     p.add_argument("--max-minutes", type=float, default=0.0, help="cap on each retrain (0: the recipe's budget)")
     p.add_argument("--lr", type=float, help="peak learning rate of the adaptation (default: the recipe's)")
     p.add_argument("--budget-scale", type=float, default=1.0,
@@ -97,6 +106,22 @@ def _datastore(src: Path, ids: list[str], dst: Path) -> Path:
 
 def _keep(inp: DecisionInput) -> Decision:
     return Decision(True, "adapt-curve: kept for measurement", {"rule": "measure"})
+
+
+def served_scores(weights: Path, evals: list[CaseSpec], device: str) -> dict[str, dict[str, float]]:
+    """Per-case Dice (wt, tc, et, mean) of ``weights`` run as the server runs them, post-processing included."""
+    dev = pick_device(device)
+    store = ModelStore("segmentation", weights, weights, dev, expect=store_expectations())
+    segmenter = Segmenter(store, 2.0, use_reduced_precision(dev, "auto"))
+    out: dict[str, dict[str, float]] = {}
+    for spec in evals:
+        stack, affine, _ = load_sequences(spec.sequences)
+        label_file = spec.file("label")
+        assert label_file is not None  # evaluation specs come from labelled datastores
+        truth = convert_labels(load_volume(label_file)[0], "internal", source=f"case {spec.case_id} label")
+        scores = case_dice(segmenter.segment(stack, affine).label, label_to_regions(truth))
+        out[spec.case_id] = {**dict(zip(("wt", "tc", "et"), (float(v) for v in scores))), "mean": float(scores.mean())}
+    return out
 
 
 def _means(per_case: dict[str, dict[str, float]], ids: set[str]) -> dict[str, float]:
@@ -153,11 +178,16 @@ def _one(args: argparse.Namespace, train: list[CaseSpec], evals: list[CaseSpec],
                     work / f"{name}.pt", opts.run_dir or work, None, None, _keep)  # fmt: skip
     ev, og = {s.case_id for s in evals}, {s.case_id for s in original}
     trained, initial = res.validation.get("trained") or {}, res.validation.get("initial") or {}
-    return {"seconds": res.seconds, "epochs": res.epochs_run, "patches": opts.epochs * opts.samples_per_epoch,
-            "status": res.status, "site": _means(trained, ev), "original": _means(trained, og),
-            "site_before": _means(initial, ev), "original_before": _means(initial, og),
-            "site_present": split_means(trained, presence),
-            "site_before_present": split_means(initial, presence)}  # fmt: skip
+    row = {"seconds": res.seconds, "epochs": res.epochs_run, "patches": opts.epochs * opts.samples_per_epoch,
+           "status": res.status, "site": _means(trained, ev), "original": _means(trained, og),
+           "site_before": _means(initial, ev), "original_before": _means(initial, og),
+           "site_present": split_means(trained, presence),
+           "site_before_present": split_means(initial, presence)}  # fmt: skip
+    if args.served and not scratch and res.published:
+        carry_postprocess(work / f"{name}.pt", init)
+        row["site_served"] = split_means(served_scores(work / f"{name}.pt", evals, args.device), presence)
+        row["site_before_served"] = args.served_before
+    return row
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,6 +207,9 @@ def run(args: argparse.Namespace) -> int:
     presence = region_presence(studies, eval_ids)
     replay_all = segmentation_cases(args.replay, REPLAY) if args.replay else []
     original, replay = replay_all[: args.original], replay_all[args.original : args.original + args.replay_cases]
+    args.served_before = None
+    if args.served:  # the served model as the server answers, once: the same for every draw
+        args.served_before = split_means(served_scores(args.init.resolve(), evals, args.device), presence)
     rows = []
     for count in counts:
         for seed in range(args.seeds):
@@ -206,6 +239,9 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], summary: dict[s
     (args.out / "summary.json").write_text(json.dumps({**summary, "runs": rows}, indent=2), encoding="utf-8")
     split = split_markdown(rows) if all("site_present" in r["adapted"] for r in rows) else ""
     text = to_markdown(rows) + (f"\nBy whether the reference has the region:\n\n{split}" if split else "")
+    if all("site_served" in r["adapted"] for r in rows):
+        served = split_markdown(rows, ("site_before_served", "site_served"), with_scratch=False)
+        text += f"\nAs the server answers (post-processing kept from the served model), by region presence:\n\n{served}"
     (args.out / "table.md").write_text(text, encoding="utf-8")
     plot(rows, args.out / "adapt_curve.png")
 
@@ -221,23 +257,28 @@ def _agg_split(rows: list[dict[str, Any]], count: int, kind: str, key: str, scop
     return round(float(np.mean(vals)), 3) if vals else None
 
 
-def split_markdown(rows: list[dict[str, Any]]) -> str:
+SPLIT_KEYS = ("site_before_present", "site_present")
+
+
+def split_markdown(rows: list[dict[str, Any]], keys: tuple[str, str] = SPLIT_KEYS, with_scratch: bool = True) -> str:
     """Mean over seeds per count: Dice on the cases with each region, and empty references kept empty."""
     head = ("| corrected cases | WT / TC / ET Dice, cases with the region: before -> after (scratch) | "
             "empty references segmented empty, WT / TC / ET: before -> after |")  # fmt: skip
     lines = [head, "|---|---|---|"]
     for count in sorted({r["count"] for r in rows}):
-        present = " / ".join(_split_cell(rows, count, "present", g, True) for g in ("wt", "tc", "et"))
-        empty = " / ".join(_split_cell(rows, count, "empty", g, False) for g in ("wt", "tc", "et"))
+        present = " / ".join(_split_cell(rows, count, "present", g, with_scratch, keys) for g in ("wt", "tc", "et"))
+        empty = " / ".join(_split_cell(rows, count, "empty", g, False, keys) for g in ("wt", "tc", "et"))
         lines.append(f"| {count} | {present} | {empty} |")
     return "\n".join(lines) + "\n"
 
 
-def _split_cell(rows: list[dict[str, Any]], count: int, scope: str, region: str, with_scratch: bool) -> str:
+def _split_cell(
+    rows: list[dict[str, Any]], count: int, scope: str, region: str, with_scratch: bool, keys: tuple[str, str]
+) -> str:
     """``before -> after (scratch)`` of one region in one scope, means over the seeds."""
-    b = _agg_split(rows, count, "adapted", "site_before_present", scope, region)
-    a = _agg_split(rows, count, "adapted", "site_present", scope, region)
-    sc = _agg_split(rows, count, "scratch", "site_present", scope, region) if with_scratch else None
+    b = _agg_split(rows, count, "adapted", keys[0], scope, region)
+    a = _agg_split(rows, count, "adapted", keys[1], scope, region)
+    sc = _agg_split(rows, count, "scratch", keys[1], scope, region) if with_scratch else None
     return f"{b} -> {a}" + (f" ({sc})" if sc is not None else "")
 
 

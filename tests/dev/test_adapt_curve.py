@@ -57,3 +57,29 @@ def test_split_separates_the_tumours_from_the_empty_references() -> None:
     assert out["present"] == {"wt": 0.75, "tc": 0.55, "et": 0.4}
     assert out["empty"] == {"wt": 0.5, "tc": 0.5, "et": 1.0}
     assert out["n_present"] == {"wt": 2, "tc": 2, "et": 1} and out["n_empty"] == {"wt": 2, "tc": 2, "et": 3}
+
+
+def test_served_scores_use_the_post_processing_the_adaptation_keeps(tmp_path: Path) -> None:
+    """``--served``: the site's cases are scored through the served pipeline, with the filter carried over."""
+    from brain_tumor_mri.inference.segmenter import store_expectations
+    from brain_tumor_mri.training.postprocess_fit import write_postprocess
+
+    site = make_datastore(tmp_path / "site", n=3)
+    init = tmp_path / "served" / "segmentation.pt"
+    meta = {"kind": "segmentation", "network": SMALL_NET, "spacing": SPACING, "patch": [32, 32, 32],
+            **store_expectations()}  # fmt: skip
+    save_model(build_segmentation_network(**SMALL_NET), init, meta)
+    init_version = write_postprocess(init, {"min_mean_prob": {"whole_tumor": 0.9}})["version"]
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = ["adapt-curve", "--studies", str(site), "--counts", "1", "--seeds", "1", "--eval", "1", "--init",
+            str(init), "--served", "--budget-scale", "0.25", "--device", "cpu", "--out", str(out),
+            "--workdir", str(work)]  # fmt: skip
+    assert main(argv) == 0
+    (row,) = json.loads((out / "summary.json").read_text(encoding="utf-8"))["runs"]
+    for key in ("site_served", "site_before_served"):
+        split = row["adapted"][key]
+        assert sum(split["n_present"].values()) + sum(split["n_empty"].values()) == 3, key
+    adapted = json.loads((work / "n1-s0" / "studies" / "adapt.json").read_text(encoding="utf-8"))
+    assert adapted["postprocess"]["carried_from"] == init_version
+    assert adapted["postprocess"]["min_mean_prob"] == {"whole_tumor": 0.9}
+    assert "As the server answers" in (out / "table.md").read_text(encoding="utf-8")
