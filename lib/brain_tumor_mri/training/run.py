@@ -24,7 +24,15 @@ from .. import layout
 from ..imageio import InputError
 from ..layout import CLASS_WEIGHTS, LESION_TYPE_WEIGHTS, SEG_WEIGHTS
 from . import distributed as ddp
-from .cases import REPLAY, class_counts, classification_cases, segmentation_cases, split_by_group, split_segmentation
+from .cases import (
+    REPLAY,
+    CaseSpec,
+    class_counts,
+    classification_cases,
+    segmentation_cases,
+    split_by_group,
+    split_segmentation,
+)
 from .class_model import ClassModel
 from .options import TrainOptions
 from .publish import PublishRule, beats_initial
@@ -176,7 +184,9 @@ def _lesion_type(opts: TrainOptions) -> TrainResult | None:
     return refit(opts.studies, segmenter, served, out, max(opts.val_fraction, 0.2), opts.seed)
 
 
-def _postprocess(opts: TrainOptions, weights: Path, result: TrainResult, val: list, init: Path | None) -> None:
+def _postprocess(
+    opts: TrainOptions, weights: Path, result: TrainResult, val: list[CaseSpec], init: Path | None
+) -> None:
     """Fit the published segmentation's component filter on the run's validation cases, or carry the initial one's.
 
     A site adaptation's only held-out cases are original-domain replay checks, and a small
