@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..hashing import file_sha256
+from ..layout import atomic_write_json
 from .factory import build_network
 
 logger = logging.getLogger(__name__)
@@ -95,16 +96,36 @@ def save_model(network: torch.nn.Module, weights: str | Path, meta: dict[str, An
     return meta
 
 
-def copy_weights(weights: Path, out_dir: Path | None) -> Path:
-    """Where a post-hoc fit writes its sidecar: ``weights`` itself, or an atomic copy of it in ``out_dir``."""
-    if out_dir is None or Path(out_dir).resolve() == weights.parent.resolve():
-        return weights
-    target = Path(out_dir) / weights.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.copyfile(weights, tmp)
-    os.replace(tmp, target)
-    return target
+def strip_version_suffix(version: str, tag: str) -> str:
+    """``version`` without a trailing ``-<tag><8 hex digits>`` (what a post-hoc fit appends)."""
+    head, sep, tail = version.rpartition(f"-{tag}")
+    return head if sep and len(tail) == 8 and all(ch in "0123456789abcdef" for ch in tail) else version
+
+
+def write_fitted_block(
+    weights: Path, kind: str, key: str, record: dict[str, Any], tag: str, digest: str, out_dir: Path | None = None
+) -> dict[str, Any]:  # fmt: skip
+    """Put a post-hoc fit's ``record`` under ``key`` in the sidecar of ``weights``; the new sidecar.
+
+    In place, or beside an atomic copy of the weights in ``out_dir``. The weights file is
+    never changed (its sha256 stays valid); the version becomes ``<weights version>-<tag><digest>``
+    (a previous ``-<tag>`` suffix replaced, not stacked), so served answers show which fit
+    they used. Refuses a pair whose weights do not match the sidecar's sha256.
+    """
+    load_model(weights, kind)
+    meta = json.loads(sidecar_path(weights).read_text(encoding="utf-8"))
+    target = weights
+    if out_dir is not None and Path(out_dir).resolve() != weights.parent.resolve():
+        target = Path(out_dir) / weights.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+        shutil.copyfile(weights, tmp)
+        os.replace(tmp, target)
+    base = strip_version_suffix(str(meta.get("version", "unknown")), tag)
+    meta[key] = {**record, "base_version": base}
+    meta["version"] = f"{base}-{tag}{digest}"
+    atomic_write_json(sidecar_path(target), meta)
+    return meta
 
 
 def model_stamp(weights: str | Path) -> tuple[float, float] | None:

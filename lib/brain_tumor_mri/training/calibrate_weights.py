@@ -14,7 +14,6 @@ running server picks up on its next request.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -24,14 +23,12 @@ import numpy as np
 
 from ..inference.classifier import Classifier
 from ..labels import TUMOR_CLASSES
-from ..layout import atomic_write_json
-from ..networks.checkpoint import copy_weights, load_model, sidecar_path
+from ..networks.checkpoint import write_fitted_block
 from .calibration import (
     DEFAULT_ACCEPTANCE,
     DEFAULT_MAX_PROBABILITY_MIN,
-    calibrated_version,
+    calibration_digest,
     calibration_record,
-    strip_calibration_suffix,
 )
 from .class_eval import Answer, collect_answers
 
@@ -63,14 +60,9 @@ def write_calibration(weights: Path, record: dict[str, Any], out_dir: Path | Non
 
     Refuses a pair whose weights do not match the sidecar's sha256. Returns the new sidecar.
     """
-    load_model(weights, "classification")  # refuses a pair whose weights do not match the sidecar's sha256
-    meta = json.loads(sidecar_path(weights).read_text(encoding="utf-8"))
-    target = copy_weights(weights, out_dir)
-    base = strip_calibration_suffix(str(meta.get("version", "unknown")))
-    meta["calibration"] = {**record, "base_version": base}
-    meta["version"] = calibrated_version(base, record)
-    atomic_write_json(sidecar_path(target), meta)
-    logger.info("calibrated %s: temperature %.3f, version %s", sidecar_path(target), record["temperature"],
+    meta = write_fitted_block(weights, "classification", "calibration", record, "cal", calibration_digest(record),
+                              out_dir)  # fmt: skip
+    logger.info("calibrated %s: temperature %.3f, version %s", weights.name, record["temperature"],
                 meta["version"])  # fmt: skip
     return meta
 

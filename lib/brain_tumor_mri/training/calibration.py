@@ -224,17 +224,6 @@ def calibration_digest(record: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
-def calibrated_version(base_version: str, record: dict[str, Any]) -> str:
-    """``<weights version>-cal<digest>``: a served answer shows which calibration it used."""
-    return f"{base_version}-cal{calibration_digest(record)}"
-
-
-def strip_calibration_suffix(version: str) -> str:
-    """The weights' own version, without a ``-cal<digest>`` suffix."""
-    head, sep, tail = version.rpartition("-cal")
-    return head if sep and len(tail) == 8 and all(ch in "0123456789abcdef" for ch in tail) else version
-
-
 def groups_overlap(a: Sequence[str], b: Sequence[str]) -> int:
     """Number of split groups (patients) present in both ``a`` and ``b``."""
     return len(set(a) & set(b))

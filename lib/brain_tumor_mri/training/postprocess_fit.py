@@ -34,8 +34,7 @@ from ..imageio import InputError, load_sequences, load_volume
 from ..inference.postprocess import ComponentFilter
 from ..inference.segmenter import Segmenter, store_expectations
 from ..labels import REGION_CHANNELS, convert_labels, label_to_regions, regions_to_label
-from ..layout import atomic_write_json
-from ..networks.checkpoint import copy_weights, load_model, sidecar_path
+from ..networks.checkpoint import sidecar_path, write_fitted_block
 from ..networks.store import ModelStore
 from .cases import CaseSpec
 from .metrics import dice
@@ -145,25 +144,10 @@ def postprocess_digest(record: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
-def strip_postprocess_suffix(version: str) -> str:
-    """The weights' own version, without a ``-pp<digest>`` suffix."""
-    head, sep, tail = version.rpartition("-pp")
-    return head if sep and len(tail) == 8 and all(ch in "0123456789abcdef" for ch in tail) else version
-
-
 def write_postprocess(weights: Path, record: dict[str, Any], out_dir: Path | None = None) -> dict[str, Any]:
-    """Put ``record`` into the sidecar of ``weights`` (in place, or beside a copy in ``out_dir``); the new sidecar.
-
-    Refuses a pair whose weights do not match the sidecar's sha256.
-    """
-    load_model(weights, "segmentation")
-    meta = json.loads(sidecar_path(weights).read_text(encoding="utf-8"))
-    target = copy_weights(weights, out_dir)
-    base = strip_postprocess_suffix(str(meta.get("version", "unknown")))
-    meta["postprocess"] = {**record, "base_version": base}
-    meta["version"] = f"{base}-pp{postprocess_digest(record)}"
-    atomic_write_json(sidecar_path(target), meta)
-    logger.info("post-processing of %s: thresholds %s, version %s", sidecar_path(target),
+    """Put ``record`` into the sidecar of ``weights`` (``networks.checkpoint.write_fitted_block``); the new sidecar."""
+    meta = write_fitted_block(weights, "segmentation", "postprocess", record, "pp", postprocess_digest(record), out_dir)
+    logger.info("post-processing of %s: thresholds %s, version %s", weights.name,
                 record.get("min_mean_prob") or "none", meta["version"])  # fmt: skip
     return meta
 

@@ -8,14 +8,14 @@ import logging
 import numpy as np
 import pytest
 
+from brain_tumor_mri.networks.checkpoint import strip_version_suffix
 from brain_tumor_mri.training.calibration import (
     T_BOUNDS,
-    calibrated_version,
+    calibration_digest,
     calibration_record,
     fit_ood_thresholds,
     fit_temperature,
     nll,
-    strip_calibration_suffix,
 )
 from brain_tumor_mri.training.class_metrics import expected_calibration_error, reliability_bins
 
@@ -116,12 +116,15 @@ def test_calibration_record_and_version_suffix():
     assert record["fit"]["nll_after"] < record["fit"]["nll_before"]
     assert record["fit"]["ece_after"] < record["fit"]["ece_before"]
     assert record["temperature"] > 2.0 and record["fitted_on"] == {"n": 600}
-    version = calibrated_version("20261121-202607-e584a97c", record)
-    assert version.startswith("20261121-202607-e584a97c-cal") and len(version) == len("20261121-202607-e584a97c") + 12
-    assert strip_calibration_suffix(version) == "20261121-202607-e584a97c"
-    assert strip_calibration_suffix("20261121-202607-e584a97c") == "20261121-202607-e584a97c"
+    digest = calibration_digest(
+        record
+    )  # the sidecar writer appends "-cal<digest>" (test_classification, test_calibrate)
+    assert len(digest) == 8 and all(ch in "0123456789abcdef" for ch in digest)
+    version = f"20261121-202607-e584a97c-cal{digest}"
+    assert strip_version_suffix(version, "cal") == "20261121-202607-e584a97c"
+    assert strip_version_suffix("20261121-202607-e584a97c", "cal") == "20261121-202607-e584a97c"
     other = {**record, "temperature": record["temperature"] + 0.1}
-    assert calibrated_version("v", other) != calibrated_version("v", record)
+    assert calibration_digest(other) != digest
 
 
 def _clusters(n: int, seed: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
