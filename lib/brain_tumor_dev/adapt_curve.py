@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from brain_tumor_mri import layout
-from brain_tumor_mri.imageio import load_sequences, load_volume
+from brain_tumor_mri.imageio import load_volume
 from brain_tumor_mri.inference.segmenter import Segmenter, store_expectations
 from brain_tumor_mri.labels import REGION_CHANNELS, convert_labels, label_to_regions, region_mask
 from brain_tumor_mri.networks.checkpoint import sidecar_path
@@ -51,6 +51,7 @@ from brain_tumor_mri.training.options import TrainOptions
 from brain_tumor_mri.training.postprocess_fit import carry_postprocess, case_dice
 from brain_tumor_mri.training.publish import Decision, DecisionInput
 from brain_tumor_mri.training.run_model import run_model
+from brain_tumor_mri.training.seg_data import read_labelled_case
 from brain_tumor_mri.training.seg_model import SegModel
 
 logger = logging.getLogger(__name__)
@@ -115,10 +116,7 @@ def served_scores(weights: Path, evals: list[CaseSpec], device: str) -> dict[str
     segmenter = Segmenter(store, 2.0, use_reduced_precision(dev, "auto"))
     out: dict[str, dict[str, float]] = {}
     for spec in evals:
-        stack, affine, _ = load_sequences(spec.sequences)
-        label_file = spec.file("label")
-        assert label_file is not None  # evaluation specs come from labelled datastores
-        truth = convert_labels(load_volume(label_file)[0], "internal", source=f"case {spec.case_id} label")
+        stack, affine, _, truth = read_labelled_case(spec)
         scores = case_dice(segmenter.segment(stack, affine).label, label_to_regions(truth))
         out[spec.case_id] = {**dict(zip(("wt", "tc", "et"), (float(v) for v in scores))), "mean": float(scores.mean())}
     return out

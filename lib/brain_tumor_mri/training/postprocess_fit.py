@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from ..imageio import InputError, load_sequences, load_volume
 from ..inference.postprocess import ComponentFilter
 from ..inference.segmenter import Segmenter, store_expectations
-from ..labels import REGION_CHANNELS, convert_labels, label_to_regions, regions_to_label
+from ..labels import REGION_CHANNELS, label_to_regions, regions_to_label
 from ..networks.checkpoint import sidecar_path, write_fitted_block
 from ..networks.store import ModelStore
 from .cases import CaseSpec
 from .metrics import dice
+from .seg_data import read_labelled_case
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +63,7 @@ def collect_fit_cases(segmenter: Segmenter, specs: Sequence[CaseSpec]) -> list[F
     """Run the served pipeline without the filter on each labelled case; probabilities kept as float16."""
     cases = []
     for spec in specs:
-        label_path = spec.file("label")
-        if label_path is None:
-            continue
-        try:
-            stack, affine, _ = load_sequences(spec.sequences)
-            raw, _ = load_volume(label_path)
-        except InputError as exc:
-            raise InputError(f"case {spec.case_id}: {exc}") from exc
-        if raw.shape != stack.shape[1:]:
-            raise InputError(f"case {spec.case_id}: label shape {raw.shape} differs from image shape {stack.shape[1:]}")
-        truth = convert_labels(raw, "internal", source=f"case {spec.case_id} label {label_path.name}")
+        stack, affine, _, truth = read_labelled_case(spec)
         seg = segmenter.segment(stack, affine, postprocess=False)
         cases.append(FitCase(spec.case_id, np.asarray(seg.probs, dtype=np.float16), truth))
     return cases

@@ -26,8 +26,10 @@ from .sampler import FG_PER_LABEL, foreground_coords
 logger = logging.getLogger(__name__)
 
 
-def build_seg_entry(spec: CaseSpec, spacing: float, allow_missing: bool) -> CacheEntry:
-    """Read, check and preprocess one labelled case; errors name the case."""
+def read_labelled_case(
+    spec: CaseSpec, allow_missing: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """(stack, affine, missing sequences, internal-convention label) of one labelled case; errors name the case."""
     label_path = spec.file("label")
     if label_path is None:
         raise InputError(f"case {spec.case_id}: no final label")
@@ -41,6 +43,12 @@ def build_seg_entry(spec: CaseSpec, spacing: float, allow_missing: bool) -> Cach
             f"case {spec.case_id}: label shape {label_raw.shape} differs from image shape {stack.shape[1:]}"
         )
     label = convert_labels(label_raw, "internal", source=f"case {spec.case_id} label {label_path.name}")
+    return stack, affine, missing, label
+
+
+def build_seg_entry(spec: CaseSpec, spacing: float, allow_missing: bool) -> CacheEntry:
+    """Read, check and preprocess one labelled case; errors name the case."""
+    stack, affine, missing, label = read_labelled_case(spec, allow_missing)
     prepared = prepare_case(stack, affine, spacing, label)
     assert prepared.label is not None  # a label was passed in
     lab = prepared.label.numpy()
