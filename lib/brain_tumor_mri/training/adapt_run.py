@@ -6,7 +6,9 @@ recipe (``adapt.recipe_options``) on the engine, each judged on its held-out fol
 the served model, then one run on all cases whose publish decision is the
 cross-validated rule (``crossval``). Replay cases (``opts.replay_studies``) are mixed into
 every run at ``opts.replay_fraction``, except ``opts.replay_check`` of them, held out as
-the final run's validation set: the original-domain check. Folds land in
+the final run's validation set: the original-domain check. Every score (folds, before and
+after, original domain) is of the answer as served: thresholded, then the initial model's
+component filter, which the published model carries. Folds land in
 ``RUN_DIR/cv/fold-<i>``; the final run and ``result.json`` in ``RUN_DIR``.
 """
 
@@ -27,7 +29,7 @@ from .options import TrainOptions
 from .publish import Decision, DecisionInput
 from .result import TrainResult
 from .run_model import run_model
-from .seg_model import SegModel
+from .seg_model import SegModel, served_filter
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,17 @@ Progress = Callable[[dict[str, Any]], None]
 def _never(inp: DecisionInput) -> Decision:
     """Fold runs only measure; they never publish."""
     return Decision(False, "cross-validation fold: measured, not published", {"rule": "cv_fold"})
+
+
+def _scored_as(init: Path) -> dict[str, Any]:
+    """What the decision's Dice scores are of: the served answer, with the carried filter when there is one."""
+    filt = served_filter(init, adapt=True)
+    if filt is None:
+        return {"postprocess": None, "what": "thresholded network output (the initial model has no filter)"}
+    return {
+        "postprocess": dict(filt.min_mean_prob),
+        "what": "as served: thresholded, then the initial model's component filter (carried on publishing)",
+    }
 
 
 def split_replay(specs: list[CaseSpec], n_check: int, seed: int) -> tuple[list[CaseSpec], list[CaseSpec]]:
@@ -85,7 +98,8 @@ def run_adaptation(
                         "patch": final_opts.patch, "max_minutes_per_run": final_opts.max_minutes},
              "replay": {"studies": str(opts.replay_studies) if opts.replay_studies else None,
                         "fraction": opts.replay_fraction, "replayed": len(replay),
-                        "held_out": [s.case_id for s in check]}}  # fmt: skip
+                        "held_out": [s.case_id for s in check]},
+             "scored_as": _scored_as(init)}  # fmt: skip
     rule = cross_validated_rule(evidence, opts.publish_margin, opts.original_max_drop, bool(check), extra)
     start = time.monotonic()
     logger.info("site adaptation: final run on all %d cases (%d replayed original-domain cases at %.2f)",

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..inference.inferer import AUTO, InfererSpec
+from ..inference.postprocess import ComponentFilter
 from ..labels import REGION_CHANNELS, SEG_LABELS, SEQUENCES, label_to_regions
 from ..networks.checkpoint import load_model, sidecar_path
 from ..networks.factory import SEG_DEFAULTS, build_segmentation_network
@@ -53,6 +54,19 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.
     return soft_dice.mean() + bce
 
 
+def served_filter(init_weights: Path | None, adapt: bool) -> ComponentFilter | None:
+    """The component filter a site adaptation's published model will carry (the initial model's), else None.
+
+    Only site adaptation knows it before training (``run._postprocess`` carries it); other
+    runs refit the filter on their validation cases after training, so they select on raw output.
+    """
+    if not adapt or init_weights is None or not sidecar_path(init_weights).is_file():
+        return None
+    meta = json.loads(sidecar_path(init_weights).read_text(encoding="utf-8"))
+    filt = ComponentFilter.from_meta(meta)
+    return filt if filt.active else None
+
+
 def init_spacing(init_weights: Path | None, default: float) -> float:
     """Working spacing for a run: the initial model's (from its sidecar), else ``default``."""
     if init_weights is None:
@@ -79,6 +93,7 @@ class SegModel:
         self.spacing = init_spacing(init, opts.spacing)
         self.patch = opts.patch_size(self.spacing)
         self.inferer = InfererSpec(AUTO, self.patch, WINDOW_OVERLAP)
+        self.postprocess = served_filter(init, opts.adapt)
         self.kwargs: dict[str, Any] = {}
 
     @property
@@ -142,10 +157,9 @@ class SegModel:
     loss = staticmethod(dice_bce_loss)
 
     def validate(self, net: torch.nn.Module, store: CaseStore, ctx: StepContext) -> ValScores:
-        """Mean Dice per region over whole validation cases, run as inference runs them."""
-        return validate_segmentation(
-            net, store, ctx, SegValidation(self.inferer, self.kwargs, self.opts.infer_memory_mb)
-        )
+        """Mean Dice per region over whole validation cases, run as inference runs them (with the served filter)."""
+        how = SegValidation(self.inferer, self.kwargs, self.opts.infer_memory_mb, self.postprocess)
+        return validate_segmentation(net, store, ctx, how)
 
     def trial_input(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A dummy batch of ``batch`` patches (for the auto batch size on a GPU)."""

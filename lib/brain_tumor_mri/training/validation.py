@@ -3,7 +3,8 @@
 ``ValScores`` carries per-case scores (what a publish rule may compare case by case), the
 summary logged each epoch, the metric Slicer's accuracy bar shows and the model-selection
 key. Segmentation runs each whole validation case exactly as inference does (full pass or
-sliding window, thresholded by ``regions_to_label``); classification scores every sample.
+sliding window, thresholded by ``regions_to_label``, then, when given, the component filter
+the published model will be served with); classification scores every sample.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..inference.inferer import InfererSpec, choose, memory_budget_mb, network_logits
+from ..inference.postprocess import ComponentFilter
 from ..labels import REGION_CHANNELS, TUMOR_CLASSES, label_to_regions, regions_to_label
 from ..runtime import autocast
 from .class_metrics import classification_metrics
@@ -42,11 +44,17 @@ class ValScores:
 
 @dataclass(frozen=True)
 class SegValidation:
-    """How segmentation cases are run at validation: the inference choice of full pass or windows."""
+    """How segmentation cases are run at validation: the inference choice of full pass or windows, and the filter.
+
+    ``postprocess`` is the component filter the published model will be served with when it
+    is known before training (site adaptation carries the initial model's), so a decision
+    compares what users would see; a run that refits the filter afterwards scores raw output.
+    """
 
     inferer: InfererSpec
     network: dict[str, Any]
     memory_mb: float
+    postprocess: ComponentFilter | None = None
 
 
 @torch.inference_mode()
@@ -61,7 +69,11 @@ def validate_segmentation(net: torch.nn.Module, store: CaseStore, ctx: StepConte
         mode = choose(how.inferer, how.network, tuple(image.shape[1:]), ctx.reduced, budget)
         logits = network_logits(net, ctx.to_device(image[None]), ctx.device, ctx.reduced, ctx.channels_last, mode,
                                 how.inferer)  # fmt: skip
-        pred = label_to_regions(regions_to_label(torch.sigmoid(logits)[0].cpu().numpy()))
+        probs = torch.sigmoid(logits)[0].float().cpu().numpy()
+        label = regions_to_label(probs)
+        if how.postprocess is not None and how.postprocess.active:
+            label = how.postprocess.apply(label, probs)[0]
+        pred = label_to_regions(label)
         gt = label_to_regions(np.asarray(entry.arrays["label"]))
         scores = {SEG_SHORT[r]: dice(pred[k], gt[k]) for k, r in enumerate(REGION_CHANNELS)}
         scores["mean"] = float(np.mean(list(scores.values())))

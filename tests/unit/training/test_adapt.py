@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from brain_tumor_mri.imageio import InputError
-from brain_tumor_mri.networks.checkpoint import load_model, save_model
+from brain_tumor_mri.inference.inferer import InfererSpec
+from brain_tumor_mri.inference.postprocess import ComponentFilter
+from brain_tumor_mri.networks.checkpoint import load_model, save_model, sidecar_path
 from brain_tumor_mri.networks.factory import build_segmentation_network
 from brain_tumor_mri.training.adapt import RECIPE, recipe_options
 from brain_tumor_mri.training.adapt_run import split_replay
-from brain_tumor_mri.training.cases import REPLAY, segmentation_cases
+from brain_tumor_mri.training.cache_file import CacheEntry
+from brain_tumor_mri.training.cases import REPLAY, CaseSpec, segmentation_cases
 from brain_tumor_mri.training.crossval import Evidence, Fold, cross_validated_rule, make_folds
 from brain_tumor_mri.training.options import TrainOptions
 from brain_tumor_mri.training.publish import DecisionInput, decide
 from brain_tumor_mri.training.run import run_training
-from brain_tumor_mri.training.seg_model import SegModel
-from brain_tumor_mri.training.validation import ValScores
+from brain_tumor_mri.training.seg_model import SegModel, served_filter
+from brain_tumor_mri.training.step import StepContext
+from brain_tumor_mri.training.store import CaseStore
+from brain_tumor_mri.training.validation import SegValidation, ValScores, validate_segmentation
 from tests.helpers.segmentation import SMALL_NET, SPACING, make_datastore
 
 
@@ -127,6 +135,9 @@ def test_adaptation_cross_validates_and_refuses_an_unchanged_model(studies: Path
     init = tmp_path / "served.pt"
     save_model(build_segmentation_network(**SMALL_NET), init, {"kind": "segmentation", "network": SMALL_NET,
                                                                "spacing": SPACING})  # fmt: skip
+    meta = json.loads(sidecar_path(init).read_text(encoding="utf-8"))
+    meta["postprocess"] = {"min_mean_prob": {"whole_tumor": 0.6}}  # served with a filter: scores are of its answers
+    sidecar_path(init).write_text(json.dumps(meta), encoding="utf-8")
     original = make_datastore(tmp_path / "original", n=3)
     opts = _adapt_opts(studies, tmp_path, init, replay_studies=original, replay_fraction=0.5)
     result = run_training(opts)  # lr 1e-12: every candidate equals the served model, so no gain
@@ -136,6 +147,7 @@ def test_adaptation_cross_validates_and_refuses_an_unchanged_model(studies: Path
     assert basis["gain"]["mean_gain"] == pytest.approx(0.0, abs=1e-6) and basis["verdict"].startswith("refused")
     assert sorted(c for f in basis["per_fold"] for c in f["held_out"]) == ["case-00", "case-01", "case-02"]
     assert basis["replay"]["replayed"] == 2 and len(basis["replay"]["held_out"]) == 1
+    assert basis["scored_as"]["postprocess"] == {"whole_tumor": 0.6}
     assert basis["original_domain"]["checked"] and basis["original_domain"]["n_cases"] == 1
     assert all((tmp_path / "run" / "cv" / f"fold-{i}" / "metrics.csv").is_file() for i in (1, 2, 3))
     assert (tmp_path / "run" / "result.json").is_file()
@@ -144,7 +156,9 @@ def test_adaptation_cross_validates_and_refuses_an_unchanged_model(studies: Path
     assert accepted.decision_basis["rule"] == "cross_validated"
     assert accepted.published == (accepted.decision_basis["gain"]["mean_gain"] > 0.0)
     if accepted.published:
-        assert load_model(opts.out, "segmentation").meta["training"]["decision_basis"]["rule"] == "cross_validated"
+        published = load_model(opts.out, "segmentation").meta
+        assert published["training"]["decision_basis"]["rule"] == "cross_validated"
+        assert published["postprocess"]["min_mean_prob"] == {"whole_tumor": 0.6}  # the filter it was judged with
 
 
 def test_adaptation_needs_two_labelled_cases(tmp_path: Path) -> None:
@@ -153,3 +167,50 @@ def test_adaptation_needs_two_labelled_cases(tmp_path: Path) -> None:
                                                                "spacing": SPACING})  # fmt: skip
     with pytest.raises(InputError, match="at least 2 labelled cases"):
         run_training(_adapt_opts(make_datastore(tmp_path / "one", n=1), tmp_path, init))
+
+
+class _FixedLogits(torch.nn.Module):
+    """A network whose answer is fixed: a sure lesion where the truth has one, an unsure blob where it has none."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        logits = torch.full((1, 3, *shape), -6.0)
+        logits[:, :, 4:10, 4:10, 4:10] = 6.0  # the true lesion, p 0.998 in every region
+        logits[:, 0, 20:26, 20:26, 20:26] = 0.4  # a false whole-tumour blob, p 0.60
+        self.register_buffer("logits", logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1, -1, -1, -1)
+
+
+def test_validation_scores_the_answer_as_served_with_the_filter() -> None:
+    shape = (32, 32, 32)
+    label = np.zeros(shape, dtype=np.uint8)
+    label[4:10, 4:10, 4:10] = 3  # enhancing: in WT, TC and ET
+    store = CaseStore.in_memory([CaseSpec("c0", (), "test")],
+                                [CacheEntry({"image": np.zeros((4, *shape), np.float32), "label": label})])  # fmt: skip
+    net = _FixedLogits(shape)
+    ctx = StepContext(torch.device("cpu"), False, False, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
+    how = SegValidation(InfererSpec(), SMALL_NET, 1024.0)
+    raw = validate_segmentation(net, store, ctx, how)
+    served = validate_segmentation(net, store, ctx, SegValidation(InfererSpec(), SMALL_NET, 1024.0,
+                                                                  ComponentFilter({"whole_tumor": 0.9})))  # fmt: skip
+    assert raw.per_case["c0"]["wt"] == pytest.approx(2 * 216 / (216 + 432))  # the false blob halves WT Dice
+    assert served.per_case["c0"]["wt"] == pytest.approx(1.0)  # as served, the filter removed it
+    assert raw.per_case["c0"]["tc"] == served.per_case["c0"]["tc"] == pytest.approx(1.0)
+
+
+def test_site_adaptation_scores_with_the_initial_models_filter(tmp_path: Path) -> None:
+    init = tmp_path / "served.pt"
+    save_model(build_segmentation_network(**SMALL_NET), init, {"kind": "segmentation", "network": SMALL_NET,
+                                                               "spacing": SPACING})  # fmt: skip
+    assert served_filter(init, adapt=True) is None  # no filter to carry: raw output, as served
+    meta = json.loads(sidecar_path(init).read_text(encoding="utf-8"))
+    meta["postprocess"] = {"min_mean_prob": {"whole_tumor": 0.9, "tumor_core": 0.8}}
+    sidecar_path(init).write_text(json.dumps(meta), encoding="utf-8")
+    filt = served_filter(init, adapt=True)
+    assert filt is not None and filt.min_mean_prob == {"whole_tumor": 0.9, "tumor_core": 0.8}
+    assert served_filter(init, adapt=False) is None  # a plain run refits its filter afterwards: raw output
+    opts = _adapt_opts(Path("unused"), tmp_path, init)
+    assert SegModel(opts, init).postprocess == filt
+    assert SegModel(opts.replace(adapt=False), init).postprocess is None
