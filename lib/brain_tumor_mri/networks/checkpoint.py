@@ -128,6 +128,27 @@ def write_fitted_block(
     return meta
 
 
+def promote(staged: Path, weights: Path) -> None:
+    """Copy a staged weights + sidecar pair to ``weights``, each file atomically (temp + rename), weights first.
+
+    Training writes what it publishes into its run folder first and fits post-hoc blocks
+    (calibration, post-processing) there, so a server watching ``weights`` never loads the
+    new network without them, and a fit that reads the initial model's sidecar still finds
+    it when the initial model is the one being replaced.
+    """
+    staged, weights = Path(staged), Path(weights)
+    if staged.resolve() == weights.resolve():
+        return
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in ((staged, weights), (sidecar_path(staged), sidecar_path(weights))):
+        tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as fp:
+            os.fsync(fp.fileno())
+        os.replace(tmp, dst)
+    logger.info("published %s (staged in %s)", weights, staged.parent)
+
+
 def model_stamp(weights: str | Path) -> tuple[float, float] | None:
     """Modification times of weights and sidecar: a cheap 'did it change' key."""
     weights = Path(weights)

@@ -3,7 +3,9 @@
 The server's train task, ``brain-tumor train`` and the launchers all call it with a
 ``TrainOptions``. It resolves the model to fine-tune, lists and splits the datastore's
 cases (plus an optional replay source), runs each model on the engine (``run_model``)
-and writes ``result.json`` into the run folder. With ``nproc > 1`` (and no process group
+and writes ``result.json`` into the run folder. What a run publishes is written into its
+run folder first (``staged/``), gets its post-hoc fit there (segmentation post-processing,
+classifier calibration) and only then is copied where the server reads it. With ``nproc > 1`` (and no process group
 yet) it re-launches itself as that many data-parallel processes on this node
 (``launch``); under ``torchrun`` each process joins the group from its environment, so
 the same code trains across nodes.
@@ -115,12 +117,14 @@ def _segmentation(
     """One segmentation run over the datastore's labelled 3D cases (site adaptation when asked and fine-tuning)."""
     init = _init_for(opts, SEG_WEIGHTS)
     out = opts.out or layout.published_dir(opts.studies) / SEG_WEIGHTS
+    staged = _staged(run_dir, SEG_WEIGHTS)
     if opts.adapt and init is not None:
         from .adapt_run import run_adaptation
 
-        adapted = run_adaptation(opts, init, run_dir, out, progress, should_stop)
+        adapted = run_adaptation(opts, init, run_dir, staged, progress, should_stop)
         if adapted.published and ddp.is_main():
-            _postprocess(opts, out, adapted, [], init)
+            _postprocess(opts, staged, adapted, [], init)
+            _promote(staged, out, adapted)
         return adapted
     model = SegModel(opts, init)
     specs = segmentation_cases(opts.studies)
@@ -128,10 +132,24 @@ def _segmentation(
         raise InputError(f"{opts.studies}: no 3D cases with a final label (labels/final/<id>.nii.gz)")
     train, val = split_segmentation(specs, opts.val_fraction, opts.seed)
     replay = segmentation_cases(opts.replay_studies, REPLAY) if opts.replay_studies else []
-    result = run_model(model, opts, (train, val, replay), out, run_dir, progress, should_stop, rule)
+    result = run_model(model, opts, (train, val, replay), staged, run_dir, progress, should_stop, rule)
     if result.published and ddp.is_main():
-        _postprocess(opts, out, result, val, init)
+        _postprocess(opts, staged, result, val, init)
+        _promote(staged, out, result)
     return result
+
+
+def _staged(run_dir: Path, name: str) -> Path:
+    """Where a run writes the weights it publishes until their post-hoc fit is in the sidecar (``_promote``)."""
+    return run_dir / "staged" / name
+
+
+def _promote(staged: Path, out: Path, result: TrainResult) -> None:
+    """Put the staged, fitted weights where the server reads them (``networks.checkpoint.promote``)."""
+    from ..networks.checkpoint import promote
+
+    promote(staged, out)
+    result.publish_path = str(out)
 
 
 def _classification(
@@ -150,10 +168,13 @@ def _classification(
         replay = classification_cases(opts.replay_studies, kind, REPLAY) if opts.replay_studies else []
         logger.info("classification %s: train %s, validation %s", kind, class_counts(train), class_counts(val))
         out = (opts.out or layout.published_dir(opts.studies)) / CLASS_WEIGHTS[kind]
-        parts[kind] = run_model(ClassModel(opts, init, kind), opts, (train, val, replay), out, run_dir / kind,
+        staged = _staged(run_dir / kind, CLASS_WEIGHTS[kind])
+        parts[kind] = run_model(ClassModel(opts, init, kind), opts, (train, val, replay), staged, run_dir / kind,
                                 progress, should_stop, rule)  # fmt: skip
-        if parts[kind].published and ddp.is_main() and val:
-            _calibrate(opts, kind, out, parts[kind])
+        if parts[kind].published and ddp.is_main():
+            if val:
+                _calibrate(opts, kind, staged, parts[kind])
+            _promote(staged, out, parts[kind])
         if parts[kind].status == "stopped":
             break
     if not parts:

@@ -17,7 +17,7 @@ from brain_tumor_mri.cli import main
 from brain_tumor_mri.imageio import save_label
 from brain_tumor_mri.labels import SEG_LABELS
 from brain_tumor_mri.layout import final_label_dir
-from brain_tumor_mri.networks.checkpoint import load_model, sidecar_path
+from brain_tumor_mri.networks.checkpoint import load_model, promote, sidecar_path
 from brain_tumor_mri.training.postprocess_fit import (
     MIN_CASES,
     FitCase,
@@ -115,6 +115,35 @@ def test_fine_tune_with_few_validation_cases_carries_the_filter(tmp_path):
     assert meta["postprocess"]["min_mean_prob"] == {"whole_tumor": 0.85}
     assert meta["postprocess"]["carried_from"] == init_meta["version"]
     assert result.version == meta["version"] and "-pp" in meta["version"]
+
+
+def test_promote_puts_a_staged_pair_in_place(tmp_path):
+    served = _tiny_weights(tmp_path / "served" / "segmentation.pt")
+    staged = _tiny_weights(tmp_path / "run" / "staged" / "segmentation.pt", spacing=2.0)
+    fitted = write_postprocess(staged, {"min_mean_prob": {"whole_tumor": 0.9}})
+    assert load_model(served, "segmentation").version != fitted["version"]
+    promote(staged, served)
+    assert load_model(served, "segmentation").version == fitted["version"]  # weights and sidecar agree (sha256)
+    assert json.loads(sidecar_path(served).read_text(encoding="utf-8")) == fitted
+    assert sorted(p.name for p in served.parent.iterdir()) == ["segmentation.json", "segmentation.pt"]  # no temps
+    promote(served, served)  # the same file: nothing to do
+    assert load_model(served, "segmentation").version == fitted["version"]
+
+
+def test_fine_tuning_the_published_model_in_place_keeps_its_filter(tmp_path):
+    """The server's second retrain fine-tunes the model it published: the filter must survive replacing it."""
+    studies = make_datastore(tmp_path / "studies")
+    published = _tiny_weights(tmp_path / "studies" / "model" / "segmentation.pt")
+    first = write_postprocess(published, {"min_mean_prob": {"whole_tumor": 0.85}})
+    opts = _opts(studies, tmp_path, init=str(published), out=published, epochs=1)
+    result = run_training(opts, publish_rule=_always)
+    assert result.published and result.publish_path == str(published)
+    meta = json.loads(sidecar_path(published).read_text(encoding="utf-8"))
+    assert meta["version"] != first["version"] and load_model(published, "segmentation").version == meta["version"]
+    assert meta["postprocess"]["min_mean_prob"] == {"whole_tumor": 0.85}
+    assert meta["postprocess"]["carried_from"] == first["version"]
+    staged = tmp_path / "run" / "staged" / "segmentation.pt"
+    assert json.loads(sidecar_path(staged).read_text(encoding="utf-8")) == meta  # fitted before it was put in place
 
 
 def test_run_with_enough_validation_cases_fits_on_them(tmp_path):
