@@ -118,9 +118,7 @@ def write_fitted_block(
     if out_dir is not None and Path(out_dir).resolve() != weights.parent.resolve():
         target = Path(out_dir) / weights.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        shutil.copyfile(weights, tmp)
-        os.replace(tmp, target)
+        _copy_atomic(weights, target)
     base = strip_version_suffix(str(meta.get("version", "unknown")), tag)
     meta[key] = {**record, "base_version": base}
     meta["version"] = f"{base}-{tag}{digest}"
@@ -141,12 +139,17 @@ def promote(staged: Path, weights: Path) -> None:
         return
     weights.parent.mkdir(parents=True, exist_ok=True)
     for src, dst in ((staged, weights), (sidecar_path(staged), sidecar_path(weights))):
-        tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as fp:
-            os.fsync(fp.fileno())
-        os.replace(tmp, dst)
+        _copy_atomic(src, dst)
     logger.info("published %s (staged in %s)", weights, staged.parent)
+
+
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a synced temp file and a rename, so readers see the old or the new file."""
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    with open(tmp, "rb+") as fp:
+        os.fsync(fp.fileno())
+    os.replace(tmp, dst)
 
 
 def model_stamp(weights: str | Path) -> tuple[float, float] | None:
