@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import pytest
 import requests
@@ -44,6 +45,10 @@ def test_download_gives_the_serving_weights_with_their_sidecars(model_server, re
     assert seg.read("segmentation.pt") == (shipped / "segmentation.pt").read_bytes()
     meta = json.loads(seg.read("segmentation.json"))
     assert meta["sha256"] == hashlib.sha256(seg.read("segmentation.pt")).hexdigest()
+    shipped_meta = json.loads((shipped / "segmentation.json").read_text())
+    assert shipped_meta["training"]["options"]["studies"].startswith("/")  # provenance recorded with paths...
+    assert meta["training"]["options"]["studies"] == Path(shipped_meta["training"]["options"]["studies"]).name
+    assert '"/' not in seg.read("segmentation.json").decode()  # ...leaves the server as folder names
     clf = _download(model_server, "classification")
     assert sorted(clf.namelist()) == [f"classification_{k}.{e}" for k in ("2d", "3d") for e in ("json", "pt")]
     info = requests.get(f"{model_server.url}/model/info/segmentation", timeout=30).json()

@@ -3,11 +3,12 @@
 A served model is one or more weights files, each a ``<name>.pt`` state dict plus its
 ``<name>.json`` sidecar (``networks.checkpoint``), held by a ``ModelStore`` that prefers
 the datastore's published copy over the shipped one. The archive ``GET /model/{model}``
-answers holds exactly the pairs that serve now; ``PUT /model/{model}`` takes an archive of
-the same shape and publishes it only if every pair loads the way the store will load it
-(``load_model``: sidecar kind and expectations, sha256, ``torch.load(weights_only=True)``,
-a strict state-dict load), atomically (rename), keeping the replaced pair under
-``<studies>/model/replaced/``.
+answers holds exactly the pairs that serve now, each sidecar with its absolute paths cut
+to folder names (``networks.portable``: the archive is what goes to another site);
+``PUT /model/{model}`` takes an archive of the same shape and publishes it only if every
+pair loads the way the store will load it (``load_model``: sidecar kind and expectations,
+sha256, ``torch.load(weights_only=True)``, a strict state-dict load), atomically (rename),
+keeping the replaced pair under ``<studies>/model/replaced/``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import IO, Any
 
 from ..imageio import InputError
 from ..networks.checkpoint import load_model, sidecar_path
+from ..networks.portable import portable_meta
 from ..networks.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def _read_pair(weights: Path, attempts: int = 3) -> tuple[bytes, bytes]:
 
 
 def weights_archive(stores: list[ModelStore]) -> bytes | None:
-    """A ZIP of every weights + sidecar pair that serves now (None when none does)."""
+    """A ZIP of every weights + sidecar pair that serves now, sidecars without server paths (None when none)."""
     buffer = io.BytesIO()
     count = 0
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -63,6 +65,7 @@ def weights_archive(stores: list[ModelStore]) -> bytes | None:
             if source is None:
                 continue
             data, meta = _read_pair(source)
+            meta = json.dumps(portable_meta(json.loads(meta)), indent=2).encode("utf-8")
             weights_name, meta_name = _pair_names(store)
             archive.writestr(weights_name, data, compress_type=zipfile.ZIP_STORED)
             archive.writestr(meta_name, meta, compress_type=zipfile.ZIP_DEFLATED)

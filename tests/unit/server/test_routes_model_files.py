@@ -48,10 +48,32 @@ def test_archive_holds_exactly_the_serving_pair(store, tiny_weights):
     archive = zipfile.ZipFile(io.BytesIO(model_files.weights_archive([store])))
     assert sorted(archive.namelist()) == ["segmentation.json", "segmentation.pt"]
     assert archive.read("segmentation.pt") == tiny_weights.read_bytes()
-    assert archive.read("segmentation.json") == sidecar_path(tiny_weights).read_bytes()
+    assert json.loads(archive.read("segmentation.json")) == json.loads(sidecar_path(tiny_weights).read_bytes())
     info = model_files.weights_info([store])[0]
     assert info["source"] == "shipped" and info["sha256"] == json.loads(archive.read("segmentation.json"))["sha256"]
     assert "/" not in json.dumps(info).replace("application/", "")  # names only, no server paths
+
+
+def test_archive_sidecars_carry_folder_names_not_server_paths(store, tmp_path):
+    """A published sidecar's provenance (studies folder, command line) leaves without the datastore's path."""
+    published = _other_weights(tmp_path, seed=3)
+    meta = json.loads(sidecar_path(published).read_text())
+    meta["training"] = {
+        "command": "brain-tumor train segmentation /srv/site-a/dr-who/studies --out=/srv/x/out",
+        "options": {"studies": "/srv/site-a/dr-who/studies", "epochs": 3},
+    }
+    sidecar_path(published).write_text(json.dumps(meta))
+    model_files.replace_weights([store], _zip({"segmentation.pt": published.read_bytes(),
+                                                "segmentation.json": json.dumps(meta).encode()}))  # fmt: skip
+    archive = zipfile.ZipFile(io.BytesIO(model_files.weights_archive([store])))
+    sent = json.loads(archive.read("segmentation.json"))
+    assert "/srv" not in json.dumps(sent) and "dr-who" not in json.dumps(sent)
+    assert sent["training"] == {"command": "brain-tumor train segmentation studies --out=out",
+                                "options": {"studies": "studies", "epochs": 3}}  # fmt: skip
+    assert sent["sha256"] == meta["sha256"] and sent["version"] == meta["version"]
+    # the archive still replaces: a site can send back what it downloaded
+    again = model_files.replace_weights([store], io.BytesIO(model_files.weights_archive([store]) or b""))
+    assert again["published"][0]["sha256"] == meta["sha256"]
 
 
 def test_replace_publishes_atomically_and_keeps_the_previous(store, tmp_path):
