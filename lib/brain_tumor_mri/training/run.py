@@ -241,14 +241,21 @@ def _calibrate(opts: TrainOptions, kind: str, weights: Path, result: TrainResult
 
 
 def combine(parts: dict[str, TrainResult], run_dir: Path) -> TrainResult:
-    """One result for several input kinds: stopped if any stopped, mean best metric, each kind's result."""
+    """One result for several input kinds: stopped if any stopped, mean best metric, each kind's result.
+
+    With a single kind its best epoch, baseline and publish path carry over; with several there is no one best epoch
+    (0) or path (None), and each kind's stands in ``parts``.
+    """
     res = list(parts.values())
+    one = res[0] if len(res) == 1 else None
     metrics = [r.best_metric for r in res if r.best_metric is not None]
     status = "stopped" if any(r.status == "stopped" for r in res) else res[-1].status
     return TrainResult(
         status, any(r.published for r in res), "; ".join(f"{k}: {r.decision}" for k, r in parts.items()),
-        None, ", ".join(f"{k}: {r.version}" for k, r in parts.items() if r.version) or None,
-        sum(r.epochs_run for r in res), 0, sum(metrics) / len(metrics) if metrics else None, None,
+        one.publish_path if one else None,
+        ", ".join(f"{k}: {r.version}" for k, r in parts.items() if r.version) or None,
+        sum(r.epochs_run for r in res), one.best_epoch if one else 0,
+        sum(metrics) / len(metrics) if metrics else None, one.baseline_metric if one else None,
         {k: r.val_metrics for k, r in parts.items()}, round(sum(r.seconds for r in res), 1),
         decision_basis={k: r.decision_basis for k, r in parts.items()}, run_dir=str(run_dir),
         parts={k: {x: y for x, y in r.to_dict().items() if x not in ("history", "validation")}

@@ -47,6 +47,8 @@ def test_short_run_publishes_and_evaluate_writes_model_card_files(tmp_path: Path
     part = result.parts["2d"]
     assert result.published and part["epochs_run"] == 2 and part["cache"]["built"] == 16
     out = tmp_path / "weights" / "classification_2d.pt"
+    # one kind trained: the combined result names its best epoch and where it was published
+    assert result.best_epoch == part["best_epoch"] and result.publish_path == part["publish_path"] == str(out)
     meta = load_model(out, "classification").meta
     assert meta["input_kind"] == "2d" and meta["input_size"] == 32 and meta["classes"][0] == "glioma"
     assert meta["training"]["decision_basis"]["selection"] == "balanced accuracy"
