@@ -62,8 +62,13 @@ class Server:
         for k, v in (conf or {"models": "all"}).items():
             args += ["--conf", k, v]
         weights = weights_dir or os.environ.get("BRAIN_TUMOR_WEIGHTS_DIR") or REPO / "model_weights"
+        # MONAI Label writes a logging config to the temp folder at each start and never removes it: unless the
+        # caller chose a temp folder, the server gets one beside its studies, not the machine's /tmp
+        own_tmp = studies.parent / "server-tmp"
+        own_tmp.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ,
+            "TMPDIR": str(own_tmp),
             "BRAIN_TUMOR_WEIGHTS_DIR": str(weights),
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **(env or {}),

@@ -19,6 +19,7 @@ the disk with bad requests. Its messages also name those temp files (``tmpf5pl7j
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import itertools
 import json
@@ -94,7 +95,8 @@ def request_aware_gettempdir() -> str:
 def install_request_temp_dirs() -> Path:
     """Route ``tempfile`` into per-request folders; returns this process's root of them.
 
-    Roots left by earlier server processes that are gone (killed, crashed) are removed.
+    The root goes when the process exits normally (a stopped server left an empty folder per
+    start); roots left by earlier server processes that are gone (killed, crashed) are removed.
     """
     default = system_temp_dir()
     for stale in Path(default).glob(f"{_ROOT_PREFIX}*"):
@@ -103,6 +105,7 @@ def install_request_temp_dirs() -> Path:
             shutil.rmtree(stale, ignore_errors=True)
     root = Path(default) / f"{_ROOT_PREFIX}{os.getpid()}"
     root.mkdir(exist_ok=True)
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     tempfile.gettempdir = request_aware_gettempdir
     return root
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -168,3 +171,16 @@ def test_scrub_cuts_server_paths_and_keeps_ordinary_words(tmp_path):
 
 def test_tempfile_still_asks_gettempdir():
     assert uploads.request_temp_dirs_work()
+
+
+def test_a_process_removes_its_request_root_when_it_exits(tmp_path):
+    """A server that stops leaves no ``brain-tumor-requests-PID`` folder in the temp folder."""
+    code = (
+        "from brain_tumor_mri.server.uploads import install_request_temp_dirs; "
+        "root = install_request_temp_dirs(); (root / 'req-1').mkdir(); print(root)"
+    )
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    root = Path(out.stdout.strip())
+    assert root.parent == tmp_path and root.name.startswith("brain-tumor-requests-")
+    assert list(tmp_path.iterdir()) == []
