@@ -64,15 +64,17 @@ class Server:
         weights = weights_dir or os.environ.get("BRAIN_TUMOR_WEIGHTS_DIR") or REPO / "model_weights"
         # MONAI Label writes a logging config to the temp folder at each start and never removes it: unless the
         # caller chose a temp folder, the server gets one beside its studies, not the machine's /tmp
-        own_tmp = studies.parent / "server-tmp"
-        own_tmp.mkdir(parents=True, exist_ok=True)
+        chose_tmp = "TMPDIR" in (env or {})
         env = {
             **os.environ,
-            "TMPDIR": str(own_tmp),
             "BRAIN_TUMOR_WEIGHTS_DIR": str(weights),
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             **(env or {}),
         }
+        if not chose_tmp:
+            own_tmp = studies.parent / "server-tmp"
+            own_tmp.mkdir(parents=True, exist_ok=True)
+            env["TMPDIR"] = str(own_tmp)
         self._log = open(self.log_path, "wb")
         # own process group, so stop() also ends the training/scoring workers the server spawned
         self.proc = subprocess.Popen(
