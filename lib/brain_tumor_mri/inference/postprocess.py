@@ -18,8 +18,9 @@ Dice at the same WT threshold):
 - a tumour-core component below the TC threshold becomes edema;
 - an enhancing component below the ET threshold becomes necrotic core.
 
-Weights without the block are served unchanged. Probabilities are never altered (uncertainty
-and active learning read them as the network gave them); only the label is.
+Weights without the block are served unchanged. Probabilities are never altered here
+(uncertainty and active learning read them as the network gave them, apart from the
+segmenter's zero outside the image's signal); only the label is.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 ``ValScores`` carries per-case scores (what a publish rule may compare case by case), the
 summary logged each epoch, the metric Slicer's accuracy bar shows and the model-selection
 key. Segmentation runs each whole validation case exactly as inference does (full pass or
-sliding window, thresholded by ``regions_to_label``, then, when given, the component filter
-the published model will be served with); classification scores every sample.
+sliding window, probability 0 where the image is empty, thresholded by ``regions_to_label``,
+then, when given, the component filter the published model will be served with);
+classification scores every sample.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..inference.inferer import InfererSpec, choose, memory_budget_mb, network_l
 from ..inference.postprocess import ComponentFilter
 from ..labels import REGION_CHANNELS, TUMOR_CLASSES, label_to_regions, regions_to_label
 from ..runtime import autocast
+from ..transforms.preprocess import signal_mask
 from .class_metrics import classification_metrics
 from .metrics import dice
 from .step import StepContext
@@ -70,6 +72,7 @@ def validate_segmentation(net: torch.nn.Module, store: CaseStore, ctx: StepConte
         logits = network_logits(net, ctx.to_device(image[None]), ctx.device, ctx.reduced, ctx.channels_last, mode,
                                 how.inferer)  # fmt: skip
         probs = torch.sigmoid(logits)[0].float().cpu().numpy()
+        probs *= signal_mask(image.numpy())  # as served: nothing where the (normalised) image is empty
         label = regions_to_label(probs)
         if how.postprocess is not None and how.postprocess.active:
             label = how.postprocess.apply(label, probs)[0]
