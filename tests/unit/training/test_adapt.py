@@ -187,8 +187,9 @@ def test_validation_scores_the_answer_as_served_with_the_filter() -> None:
     shape = (32, 32, 32)
     label = np.zeros(shape, dtype=np.uint8)
     label[4:10, 4:10, 4:10] = 3  # enhancing: in WT, TC and ET
+    # signal everywhere: validation, like serving, zeroes probabilities where the image is empty
     store = CaseStore.in_memory([CaseSpec("c0", (), "test")],
-                                [CacheEntry({"image": np.zeros((4, *shape), np.float32), "label": label})])  # fmt: skip
+                                [CacheEntry({"image": np.ones((4, *shape), np.float32), "label": label})])  # fmt: skip
     net = _FixedLogits(shape)
     ctx = StepContext(torch.device("cpu"), False, False, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1))
     how = SegValidation(InfererSpec(), SMALL_NET, 1024.0)
