@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..imageio import nonzero_mask
 from ..labels import REGION_CHANNELS, SEG_LABELS, SEQUENCES, regions_to_label
 from ..layout import SEG_WEIGHTS, published_dir
 from ..networks.checkpoint import LoadedModel
 from ..networks.store import ModelStore
-from ..transforms.preprocess import Prepared, prepare_case, restore, signal_mask
+from ..transforms.preprocess import Prepared, prepare_case, restore
 from .inferer import InfererSpec, choose, memory_budget_mb, network_logits
 from .measure import tumor_measurements, voxel_volume_ml
 from .postprocess import ComponentFilter, Dropped
@@ -142,7 +143,9 @@ class Segmenter:
         model = self.store.get()  # one model for the whole request, even across a hot swap
         prepared = self.prepare(stack, affine, model=model)
         probs = restore(self.forward(prepared.image, model=model), prepared.geometry)
-        probs *= signal_mask(stack)  # no tumour where no sequence has signal (outside a skull-stripped brain)
+        # no tumour where no sequence has signal: the brain of skull-stripped input, as the lesion features see it;
+        # a zero-filled missing sequence adds nothing, input without a zero background is unchanged
+        probs *= nonzero_mask(stack)
         raw = regions_to_label(probs)
         label, dropped = raw, list[Dropped]()
         if postprocess:

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..imageio import nonzero_mask
 from ..inference.inferer import InfererSpec, choose, memory_budget_mb, network_logits
 from ..inference.postprocess import ComponentFilter
 from ..labels import REGION_CHANNELS, TUMOR_CLASSES, label_to_regions, regions_to_label
 from ..runtime import autocast
-from ..transforms.preprocess import signal_mask
 from .class_metrics import classification_metrics
 from .metrics import dice
 from .step import StepContext
@@ -72,7 +72,7 @@ def validate_segmentation(net: torch.nn.Module, store: CaseStore, ctx: StepConte
         logits = network_logits(net, ctx.to_device(image[None]), ctx.device, ctx.reduced, ctx.channels_last, mode,
                                 how.inferer)  # fmt: skip
         probs = torch.sigmoid(logits)[0].float().cpu().numpy()
-        probs *= signal_mask(image.numpy())  # as served: nothing where the (normalised) image is empty
+        probs *= nonzero_mask(image.numpy())  # as served: nothing where the image is empty (normalize keeps it 0)
         label = regions_to_label(probs)
         if how.postprocess is not None and how.postprocess.active:
             label = how.postprocess.apply(label, probs)[0]

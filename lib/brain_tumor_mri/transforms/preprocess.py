@@ -27,9 +27,6 @@ _RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
 #: returns: the training cache keys include it, so cached cases are then rebuilt.
 PREPROCESS_VERSION = 1
 
-#: Intensity at or below which a voxel counts as empty (skull-stripped background).
-_SIGNAL_EPS = 1e-6
-
 
 @dataclass(frozen=True)
 class Geometry:
@@ -105,17 +102,6 @@ def normalize(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def signal_mask(stack: np.ndarray) -> np.ndarray:
-    """Voxels (x, y, z) where at least one sequence of a (C, x, y, z) stack has signal.
-
-    The same rule as the brain mask of ``prepare_case``, on the input grid: skull-stripped
-    cases (BraTS) are exactly zero outside the brain, and nothing there can be tumour. A
-    zero-filled missing sequence adds nothing; an input without a zero background (skull
-    on) is signal everywhere, so the mask changes nothing for it.
-    """
-    return np.any(np.abs(np.asarray(stack)) > _SIGNAL_EPS, axis=0)
-
-
 def prepare_case(stack: np.ndarray, affine: np.ndarray, spacing: float, label: np.ndarray | None = None) -> Prepared:
     """Preprocess a (4, x, y, z) case (and optionally its label) for the network."""
     ornt = nib.orientations.io_orientation(affine)
@@ -124,7 +110,7 @@ def prepare_case(stack: np.ndarray, affine: np.ndarray, spacing: float, label: n
     zooms = voxel_sizes_mm(ras_affine)
     work_shape = tuple(max(int(round(n * z / spacing)), 1) for n, z in zip(ras.shape[1:], zooms))
     image = _resize(torch.from_numpy(ras), work_shape, "trilinear")
-    mask = (image.abs() > _SIGNAL_EPS).any(dim=0)
+    mask = (image.abs() > 1e-6).any(dim=0)
     if not bool(mask.any()):
         raise InputError("all sequences are empty (no non-zero voxels)")
     start, size = brain_window(mask)

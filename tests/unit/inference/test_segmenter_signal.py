@@ -5,22 +5,22 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from brain_tumor_mri.imageio import nonzero_mask
 from brain_tumor_mri.inference.segmenter import Segmenter, segmentation_store
-from brain_tumor_mri.transforms.preprocess import signal_mask
 from tests.helpers.consistency import SPACING_MM, lesion_case, save_threshold_segmenter
 
 
-def test_signal_mask_is_any_sequence_non_zero():
+def test_the_brain_is_where_any_sequence_is_non_zero():
     stack = np.zeros((4, 3, 3, 3), np.float32)
     stack[2, 0, 0, 0] = 5.0  # one sequence only
     stack[0, 1, 1, 1] = -3.0  # negative values are signal too (z-scored input)
-    assert signal_mask(stack).sum() == 2 and signal_mask(stack)[0, 0, 0] and signal_mask(stack)[1, 1, 1]
+    assert nonzero_mask(stack).sum() == 2 and nonzero_mask(stack)[0, 0, 0] and nonzero_mask(stack)[1, 1, 1]
 
 
 def test_nothing_is_segmented_outside_the_brain_even_when_the_network_says_so(tmp_path):
     """Weights that call every voxel above z = -2 tumour cover the empty corners of the brain box too."""
     stack, affine, _ = lesion_case([(0.0, 0.0, 0.0)])
-    brain = signal_mask(stack)
+    brain = nonzero_mask(stack)
     weights = save_threshold_segmenter(tmp_path / "weights" / "segmentation.pt", z_threshold=-2.0)
     store = segmentation_store(tmp_path / "studies", weights.parent, torch.device("cpu"), False)
     seg = Segmenter(store, SPACING_MM, False).segment(stack, affine, postprocess=False)
