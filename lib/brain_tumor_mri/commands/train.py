@@ -70,9 +70,9 @@ def add_lesion_type_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help=f"model file (default: STUDIES/model/{LESION_TYPE_WEIGHTS})")
     p.add_argument("--weights-dir", type=Path, help="segmentation weights to describe the cases with "
                    "(default: the datastore's published model, else model_weights/)")  # fmt: skip
-    p.add_argument("--val-fraction", type=float, default=0.2, help="held out for the temperature (default 0.2)")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds that fit the temperature (default 5)")
     p.add_argument("--l2", type=float, default=1e-3, help="L2 penalty on the coefficients (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="fold assignment seed (default 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
@@ -88,7 +88,7 @@ def run_lesion_type(args: argparse.Namespace) -> int:
     segmenter = ServedModels(cfg).segmenter()
     features = describe_cases(args.studies, segmenter)
     source = f"{args.studies.name}: {len(features.y)} cases, segmentation {segmenter.store.get().version}"
-    model = fit_lesion_type(features, args.val_fraction, args.seed, args.l2, source)
+    model = fit_lesion_type(features, args.folds, args.seed, args.l2, source)
     out = args.out or published_dir(args.studies) / LESION_TYPE_WEIGHTS
     save_lesion_type(model, out)
     logger.info("wrote %s (version %s)", out, model.version)

@@ -202,7 +202,7 @@ def _lesion_type(opts: TrainOptions) -> TrainResult | None:
     served = lesion_type_store(opts.studies, opts.weights_dir).get()
     out = (opts.out or layout.published_dir(opts.studies)) / LESION_TYPE_WEIGHTS
     segmenter = Segmenter(store, opts.spacing, reduced, opts.infer_memory_mb)
-    return refit(opts.studies, segmenter, served, out, max(opts.val_fraction, 0.2), opts.seed)
+    return refit(opts.studies, segmenter, served, out, opts.seed)
 
 
 def _postprocess(

@@ -24,7 +24,13 @@ from brain_tumor_mri.inference.lesion_type import (
 )
 from brain_tumor_mri.labels import TUMOR_CLASSES
 from brain_tumor_mri.training.calibration import nll
-from brain_tumor_mri.training.lesion_type_fit import FeatureSet, fit_lesion_type, split_groups
+from brain_tumor_mri.training.lesion_type_fit import (
+    DEFAULT_L2,
+    FeatureSet,
+    fit_lesion_type,
+    fold_assignment,
+    out_of_fold_logits,
+)
 
 F = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
@@ -103,25 +109,44 @@ def _separable(n_per_class: int = 20, seed: int = 0) -> FeatureSet:
     return FeatureSet(np.concatenate(xs), np.asarray(ys), ids, ids)
 
 
-def test_fit_separates_classes_and_calibrates_on_held_out_cases():
+def test_fit_separates_classes_and_calibrates_on_out_of_fold_answers():
     fs = _separable()
-    model = fit_lesion_type(fs, val_fraction=0.25, seed=1)
+    model = fit_lesion_type(fs, folds=4, seed=1)
     rec = model.record
-    assert rec["cases"] == {"train": 60, "validation": 20}
-    assert rec["validation"]["accuracy"] >= 0.9 and rec["train_accuracy"] >= 0.95
-    assert rec["validation"]["nll_after"] <= rec["validation"]["nll_before"] + 1e-9
-    val = np.isin(fs.case_ids, rec["validation_ids"])
-    z = model.logits(fs.x[val])
-    assert nll(z, fs.y[val], model.temperature) == pytest.approx(rec["validation"]["nll_after"], abs=1e-3)
+    assert rec["cases"] == 80 and rec["folds"] == 4
+    cv = rec["validation"]
+    assert cv["accuracy"] >= 0.9 and rec["train_accuracy"] >= 0.95
+    assert cv["nll_after"] <= cv["nll_before"] + 1e-9
+    oof = out_of_fold_logits(fs, fold_assignment(fs, 4, seed=1), DEFAULT_L2)
+    assert nll(oof, fs.y, model.temperature) == pytest.approx(cv["nll_after"], abs=1e-3)
+    assert [rec["cv_predictions"][c] for c in fs.case_ids] == oof.argmax(axis=1).tolist()
+    assert cv["accuracy"] == pytest.approx(float((oof.argmax(axis=1) == fs.y).mean()), abs=1e-4)
 
 
-def test_split_keeps_groups_together_and_stratifies():
+def test_out_of_fold_answers_come_from_models_that_never_saw_the_case():
+    """Moving one case far away changes the models of the other folds, not the one that answers its own fold."""
+    fs = _separable(10)
+    fold = fold_assignment(fs, 5, seed=0)
+    base = out_of_fold_logits(fs, fold, DEFAULT_L2)
+    x = fs.x.copy()
+    x[0] += 25.0
+    moved = out_of_fold_logits(FeatureSet(x, fs.y, fs.case_ids, fs.groups), fold, DEFAULT_L2)
+    same_fold = (fold == fold[0]) & (np.arange(len(fs.y)) != 0)
+    assert np.allclose(moved[same_fold], base[same_fold])
+    assert not np.allclose(moved[fold != fold[0]], base[fold != fold[0]])
+
+
+def test_folds_keep_groups_together_and_stratify():
     fs = _separable(10)
     groups = [f"patient{i // 2}" for i in range(len(fs.y))]  # two cases per patient
     fs = FeatureSet(fs.x, fs.y, fs.case_ids, groups)
-    train, val = split_groups(fs, 0.2, seed=3)
-    assert not (set(np.asarray(groups)[train]) & set(np.asarray(groups)[val]))
-    assert sorted(np.bincount(fs.y[val], minlength=4).tolist()) == [2, 2, 2, 2]
+    fold = fold_assignment(fs, 5, seed=3)
+    for g in set(groups):
+        assert len(set(fold[np.asarray(groups) == g].tolist())) == 1
+    for k in range(5):
+        assert np.bincount(fs.y[fold == k], minlength=4).tolist() == [2, 2, 2, 2]
+    few = FeatureSet(fs.x[:6], fs.y[:6], fs.case_ids[:6], groups[:6])  # three patients: three folds at most
+    assert sorted(set(fold_assignment(few, 5, seed=0).tolist())) == [0, 1, 2]
 
 
 def test_too_few_cases_are_refused():

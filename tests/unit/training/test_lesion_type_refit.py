@@ -52,13 +52,15 @@ def _favouring(cls: str) -> LesionTypeModel:
 def test_refit_publishes_a_model_better_than_the_served_one(site, tmp_path):
     studies, segmenter = site
     out = tmp_path / "model" / "lesion_type.json"
-    res = refit(studies, segmenter, _favouring("pituitary"), out, 0.25, seed=0)
+    res = refit(studies, segmenter, _favouring("pituitary"), out, seed=0)
     assert res is not None and res.published and out.is_file()
     basis = res.decision_basis
-    assert basis["validation_cases"] == 3 and basis["new"] > basis["served"] == 0.0
+    assert basis["cases"] == 12 and basis["folds"] == 5 and basis["new"] > basis["served"] == 0.0
+    assert basis["only_new_right"] == round(basis["new"] * 12) and basis["only_served_right"] == 0
     assert basis["served_version"] == "always-pituitary"
     model = load_lesion_type(out)
-    assert model.version == res.version and model.record["cases"] == {"train": 9, "validation": 3}
+    assert model.version == res.version and model.record["cases"] == 12
+    assert sorted(model.record["cv_predictions"]) == sorted(f"{c}{i}x" for c in CASES for i in range(4))
 
 
 def test_refit_keeps_a_served_model_that_does_better(site, tmp_path, monkeypatch):
@@ -66,19 +68,18 @@ def test_refit_keeps_a_served_model_that_does_better(site, tmp_path, monkeypatch
     out = tmp_path / "lesion_type.json"
     from brain_tumor_mri.training import lesion_type_fit
 
-    real = lesion_type_fit.fit_lesion_type
+    def worse(x, y, n_classes, l2):  # every fold's model (and the final one) answers "pituitary"
+        return np.zeros((n_classes, x.shape[1])), _favouring("pituitary").intercept
 
-    def worse(fs, *args, **kwargs):  # a refit whose held-out answers are all "pituitary"
-        fitted = real(fs, *args, **kwargs)
-        return LesionTypeModel(fitted.mean, fitted.scale, np.zeros_like(fitted.coef), _favouring("pituitary").intercept,
-                               1.0, "worse", record=fitted.record)  # fmt: skip
-
-    monkeypatch.setattr(lesion_type_fit, "fit_lesion_type", worse)
-    served = refit(studies, segmenter, None, tmp_path / "first.json", 0.25, seed=0)  # nothing served: published
-    assert served is not None and served.published
-    res = refit(studies, segmenter, _favouring("no_tumor"), out, 0.25, seed=0)
+    monkeypatch.setattr(lesion_type_fit, "fit_logistic", worse)
+    first = refit(studies, segmenter, None, tmp_path / "first.json", seed=0)  # nothing served: published
+    assert first is not None and first.published and first.decision_basis["served"] is None
+    res = refit(studies, segmenter, _favouring("no_tumor"), out, seed=0)
     assert res is not None and not res.published and not out.exists()
-    assert res.decision.startswith("not published") and res.decision_basis["served"] > res.decision_basis["new"]
+    assert res.decision.startswith("not published")
+    basis = res.decision_basis
+    assert basis["new"] == 0.0 and basis["served"] == pytest.approx(4 / 12, abs=1e-4)
+    assert basis["only_served_right"] == 4 and basis["only_new_right"] == 0
 
 
 def test_refit_needs_eight_cases_of_two_types(tmp_path, site):
@@ -87,7 +88,7 @@ def test_refit_needs_eight_cases_of_two_types(tmp_path, site):
     for i in range(5):
         stack, affine, _ = lesion_case([(20.0, 0.0, 0.0)], seed=i)
         write_case(studies, f"g{i}", stack, affine, "glioma")
-    assert refit(studies, segmenter, None, tmp_path / "x.json", 0.25, 0) is None
+    assert refit(studies, segmenter, None, tmp_path / "x.json", seed=0) is None
 
 
 def test_classification_training_refits_the_lesion_type_model(site, tmp_path):
