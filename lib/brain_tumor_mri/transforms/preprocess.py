@@ -1,6 +1,7 @@
 """The one preprocessing definition shared by segmentation inference and training.
 
-Steps: reorient to RAS, resample to an isotropic working spacing, crop to the brain
+Steps: resample to an isotropic working spacing and reorient to RAS (in that order, which gives
+the same image as the reverse and never copies the full-resolution stack), crop to the brain
 (non-zero voxels, as in skull-stripped BraTS) padded to the U-Net's divisor, and
 z-score each sequence over brain voxels. ``restore`` maps network output back onto the
 input's exact voxel grid, so the label comes back with the input's shape and affine.
@@ -25,7 +26,7 @@ _RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
 
 #: Version of ``prepare_case``'s output. Bump it with any change that alters what it
 #: returns: the training cache keys include it, so cached cases are then rebuilt.
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: resampled before reorienting (float rounding only)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,23 @@ def _resize(x: torch.Tensor, shape: tuple[int, ...], mode: str) -> torch.Tensor:
         return x
     kwargs = {"align_corners": False} if mode == "trilinear" else {}
     return F.interpolate(x[None], size=shape, mode=mode, **kwargs)[0]
+
+
+def _resize_stack(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Trilinear resize of a (C, x, y, z) array to ``shape``, read in the order it lies in memory.
+
+    NIfTI volumes load in Fortran order: their axis-reversed view (C, z, y, x) is C-contiguous,
+    so that view is resized and the (smaller) result turned back, instead of first copying the
+    full-resolution stack into C order (175-210 ms for a 1 mm BraTS case on this CPU).
+    Trilinear resampling is separable, so the axis order changes only float rounding.
+    """
+    if tuple(array.shape[1:]) == tuple(shape):
+        return array
+    reversed_view = array.transpose(0, 3, 2, 1)
+    if reversed_view.flags.c_contiguous:
+        out = _resize(torch.from_numpy(reversed_view), tuple(reversed(shape)), "trilinear")
+        return out.permute(0, 3, 2, 1).numpy()
+    return _resize(torch.from_numpy(np.ascontiguousarray(array)), shape, "trilinear").numpy()
 
 
 def _window(x: torch.Tensor, start: tuple[int, ...], size: tuple[int, ...]) -> torch.Tensor:
@@ -105,11 +123,14 @@ def normalize(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def prepare_case(stack: np.ndarray, affine: np.ndarray, spacing: float, label: np.ndarray | None = None) -> Prepared:
     """Preprocess a (4, x, y, z) case (and optionally its label) for the network."""
     ornt = nib.orientations.io_orientation(affine)
-    ras = _to_ras(stack, ornt)
-    ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, stack.shape[1:])
-    zooms = voxel_sizes_mm(ras_affine)
-    work_shape = tuple(max(int(round(n * z / spacing)), 1) for n, z in zip(ras.shape[1:], zooms))
-    image = _resize(torch.from_numpy(ras), work_shape, "trilinear")
+    ras_shape = [0, 0, 0]
+    for n, (axis, _) in zip(stack.shape[1:], ornt):
+        ras_shape[int(axis)] = int(n)
+    # resample on the input's own axes, then reorient the smaller working-spacing array: reorienting
+    # (axis swaps and flips) commutes with trilinear resampling, and the full-size stack is never copied
+    native_work = tuple(max(int(round(n * z / spacing)), 1) for n, z in zip(stack.shape[1:], voxel_sizes_mm(affine)))
+    image = torch.from_numpy(_to_ras(_resize_stack(stack, native_work), ornt))
+    work_shape = tuple(image.shape[1:])
     mask = (image.abs() > 1e-6).any(dim=0)
     if not bool(mask.any()):
         raise InputError("all sequences are empty (no non-zero voxels)")
@@ -120,7 +141,7 @@ def prepare_case(stack: np.ndarray, affine: np.ndarray, spacing: float, label: n
     if label is not None:
         lab_ras = torch.from_numpy(_to_ras(label.astype(np.float32), ornt))[None]
         lab = _window(_resize(lab_ras, work_shape, "nearest"), start, size)[0].round().to(torch.uint8)
-    geom = Geometry(_shape3(stack.shape[1:]), ornt, _shape3(ras.shape[1:]), _shape3(work_shape), start, size)
+    geom = Geometry(_shape3(stack.shape[1:]), ornt, _shape3(tuple(ras_shape)), _shape3(work_shape), start, size)
     return Prepared(image=image, label=lab, geometry=geom)
 
 

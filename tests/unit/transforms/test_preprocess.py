@@ -52,3 +52,28 @@ def test_restore_returns_input_grid(name):
 def test_empty_case_is_an_input_error():
     with pytest.raises(InputError, match="all sequences are empty"):
         prepare_case(np.zeros((4, 8, 8, 8), np.float32), np.eye(4), 2.0)
+
+
+def _same_window(a, b) -> bool:
+    ga, gb = a.geometry, b.geometry
+    return (ga.ras_shape, ga.work_shape, ga.start, ga.size) == (gb.ras_shape, gb.work_shape, gb.start, gb.size)
+
+
+@pytest.mark.parametrize("name", sorted(AFFINES))
+def test_memory_order_and_orientation_do_not_change_the_network_input(name):
+    """A Fortran-ordered stack (as NIfTI loads) is resampled in its own memory order, before
+    reorienting; the network sees the same image as from a C-ordered stack, and the same voxels
+    stored with a flipped first axis (the affine saying so) give the same image too."""
+    stack, label = _case(seed=3)
+    affine = AFFINES[name]
+    c_order = prepare_case(np.ascontiguousarray(stack), affine, 2.0, label)
+    fortran = prepare_case(np.stack([np.asfortranarray(ch) for ch in stack]), affine, 2.0, label)
+    assert _same_window(fortran, c_order) and fortran.geometry.in_shape == c_order.geometry.in_shape
+    assert torch.allclose(fortran.image, c_order.image, atol=1e-5)
+    assert torch.equal(fortran.label, c_order.label)
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = stack.shape[1] - 1  # stored index i holds what index n-1-i held
+    flipped = prepare_case(np.stack([np.asfortranarray(ch[::-1]) for ch in stack]), affine @ flip, 2.0, label[::-1])
+    assert _same_window(flipped, c_order)
+    assert torch.allclose(flipped.image, c_order.image, atol=1e-5)
+    assert torch.equal(flipped.label, c_order.label)
