@@ -161,6 +161,8 @@ def restore(output: torch.Tensor, geom: Geometry) -> np.ndarray:
         dst.append(slice(lo, hi))
         src.append(slice(lo - s, hi - s))
     canvas[(slice(None), *dst)] = output[(slice(None), *src)]
-    ras = _resize(canvas.float(), geom.ras_shape, "trilinear").numpy()
+    # reorient the working-spacing canvas, then resample onto the input grid: the same values as
+    # the reverse order (see prepare_case), without copying a full-size array to undo flips
     back = nib.orientations.ornt_transform(_RAS, geom.ornt)
-    return _to_ras(ras, back)
+    native = torch.from_numpy(_to_ras(canvas.float().numpy(), back))
+    return _resize(native, geom.in_shape, "trilinear").numpy()

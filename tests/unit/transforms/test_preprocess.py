@@ -77,3 +77,8 @@ def test_memory_order_and_orientation_do_not_change_the_network_input(name):
     assert _same_window(flipped, c_order)
     assert torch.allclose(flipped.image, c_order.image, atol=1e-5)
     assert torch.equal(flipped.label, c_order.label)
+    # and the network's output goes back onto each input's own grid, flipped where the storage is
+    out = torch.rand((3, *c_order.image.shape[1:]), generator=torch.Generator().manual_seed(0))
+    back, back_flipped = restore(out, c_order.geometry), restore(out, flipped.geometry)
+    assert back.shape == back_flipped.shape == (3, *stack.shape[1:]) and back_flipped.flags.c_contiguous
+    assert np.allclose(back_flipped, back[:, ::-1], atol=1e-6)
