@@ -156,6 +156,8 @@ def fit_lesion_type(fs: FeatureSet, folds: int = DEFAULT_FOLDS, seed: int = 0, l
     and each case's out-of-fold answer (``cv_predictions``), which *Train*'s publish
     decision compares with the served model case by case.
     """
+    if folds < 2:
+        raise InputError(f"cross-validation needs at least 2 folds; got {folds}")
     present = sorted(set(fs.y.tolist()))
     if len(fs.y) < 8 or len(present) < 2:
         raise InputError(f"the lesion-type model needs at least 8 labelled 3D cases of at least 2 tumour types; "
@@ -163,7 +165,7 @@ def fit_lesion_type(fs: FeatureSet, folds: int = DEFAULT_FOLDS, seed: int = 0, l
     fold = fold_assignment(fs, folds, seed)
     n_folds = int(fold.max()) + 1
     oof = out_of_fold_logits(fs, fold, l2)
-    temperature = fit_temperature(oof, fs.y) if n_folds >= 2 else 1.0
+    temperature = fit_temperature(oof, fs.y)  # two types -> two patient groups -> at least 2 folds
     fitted_model = fit_uncalibrated(fs.x, fs.y, l2)
     before = calibrated_probabilities(oof, 1.0)
     after = calibrated_probabilities(oof, temperature)

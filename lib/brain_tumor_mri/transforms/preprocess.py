@@ -35,7 +35,6 @@ class Geometry:
 
     in_shape: tuple[int, int, int]
     ornt: np.ndarray  # input axes -> RAS
-    ras_shape: tuple[int, int, int]
     work_shape: tuple[int, int, int]  # after resampling
     start: tuple[int, int, int]  # crop window origin in the resampled volume (may be < 0)
     size: tuple[int, int, int]  # crop window size (multiple of the divisor)
@@ -123,9 +122,6 @@ def normalize(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def prepare_case(stack: np.ndarray, affine: np.ndarray, spacing: float, label: np.ndarray | None = None) -> Prepared:
     """Preprocess a (4, x, y, z) case (and optionally its label) for the network."""
     ornt = nib.orientations.io_orientation(affine)
-    ras_shape = [0, 0, 0]
-    for n, (axis, _) in zip(stack.shape[1:], ornt):
-        ras_shape[int(axis)] = int(n)
     # resample on the input's own axes, then reorient the smaller working-spacing array: reorienting
     # (axis swaps and flips) commutes with trilinear resampling, and the full-size stack is never copied
     native_work = tuple(max(int(round(n * z / spacing)), 1) for n, z in zip(stack.shape[1:], voxel_sizes_mm(affine)))
@@ -141,7 +137,7 @@ def prepare_case(stack: np.ndarray, affine: np.ndarray, spacing: float, label: n
     if label is not None:
         lab_ras = torch.from_numpy(_to_ras(label.astype(np.float32), ornt))[None]
         lab = _window(_resize(lab_ras, work_shape, "nearest"), start, size)[0].round().to(torch.uint8)
-    geom = Geometry(_shape3(stack.shape[1:]), ornt, _shape3(tuple(ras_shape)), _shape3(work_shape), start, size)
+    geom = Geometry(_shape3(stack.shape[1:]), ornt, _shape3(work_shape), start, size)
     return Prepared(image=image, label=lab, geometry=geom)
 
 

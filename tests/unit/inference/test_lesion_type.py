@@ -153,6 +153,8 @@ def test_too_few_cases_are_refused():
     fs = _separable(1)
     with pytest.raises(InputError, match="at least 8"):
         fit_lesion_type(fs)
+    with pytest.raises(InputError, match="at least 2 folds"):
+        fit_lesion_type(_separable(), folds=1)
 
 
 def test_model_file_round_trip_and_malformed_files(tmp_path: Path):
