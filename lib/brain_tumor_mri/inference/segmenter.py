@@ -144,8 +144,10 @@ class Segmenter:
         prepared = self.prepare(stack, affine, model=model)
         probs = restore(self.forward(prepared.image, model=model), prepared.geometry)
         # no tumour where no sequence has signal: the brain of skull-stripped input, as the lesion features see it;
-        # a zero-filled missing sequence adds nothing, input without a zero background is unchanged
-        probs *= nonzero_mask(stack)
+        # a zero-filled missing sequence adds nothing, input without a zero background is unchanged.
+        # C order like probs: NIfTI loads in Fortran order, and a 1 mm multiply by a Fortran-ordered
+        # mask took 135 ms against 24 ms (+47 ms for the conversion)
+        probs *= np.ascontiguousarray(nonzero_mask(stack))
         raw = regions_to_label(probs)
         label, dropped = raw, list[Dropped]()
         if postprocess:
