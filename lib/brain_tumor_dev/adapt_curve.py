@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
                 row["scratch"] = _one(args, train, evals, original, [], True, work / "studies", presence)
             logger.info("n=%d seed=%d: %s", count, seed, json.dumps(row, default=str))
             rows.append(row)
-            _write(args, rows, {"command": "brain-tumor-dev " + shlex.join(sys.argv[1:]), "studies": str(studies),
+            _write(args, rows, {"command": "brain-tumor-dev " + shlex.join(sys.argv[1:]), "studies": str(args.studies),
                "eval_cases": eval_ids, "eval_regions_present": presence,
                "original_cases": [s.case_id for s in original],
                "replay": str(args.replay) if args.replay else None, "replay_cases": [s.case_id for s in replay],
