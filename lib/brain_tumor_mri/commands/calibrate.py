@@ -2,7 +2,9 @@
 
 Segmentation: runs the served pipeline without post-processing on the labelled cases of
 STUDIES and fits the low-confidence component filter (``training/postprocess_fit.py``) into
-the sidecar, with a ``-pp<digest>`` version suffix.
+the sidecar, with a ``-pp<digest>`` version suffix. ``--mirror-axes 0,1,2`` (or ``none``)
+also sets the test-time mirroring the weights are served with, and the filter is fitted on
+its probabilities.
 
 Classification: for existing classification weights (shipped or published), runs the inference path on the
 labelled cases of STUDIES, fits the temperature (``training/calibration.py``) and the
@@ -43,8 +45,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-probability-min", type=float, default=DEFAULT_MAX_PROBABILITY_MIN,
                    help=f"calibrated top probability below which an answer is low-confidence "
                         f"(default {DEFAULT_MAX_PROBABILITY_MIN})")  # fmt: skip
+    p.add_argument("--mirror-axes", metavar="AXES", type=_mirror_axes,
+                   help="segmentation: test-time mirroring to serve with, e.g. 0,1,2 or none (default: keep the "
+                        "sidecar's)")  # fmt: skip
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
     p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto", help="bf16 autocast on the CPU")
+
+
+def _mirror_axes(text: str) -> tuple[int, ...]:
+    """``none`` or comma-separated spatial axes (0-2) -> sorted axes; argparse reports a ValueError as usage."""
+    from ..inference.inferer import parse_mirror_axes
+
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return parse_mirror_axes([a for a in text.split(",") if a.strip()])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def calibrate_kind(args: argparse.Namespace, classifier: Any, kind: str, weights_dir: Path) -> dict[str, Any]:
@@ -80,11 +97,14 @@ def calibrate_segmentation(args: argparse.Namespace, weights_dir: Path) -> int:
         specs = [s for s in specs if s.case_id in val_ids]
     fitted_on = {"studies": str(Path(args.studies).resolve()), "split": args.split}
     command = f"brain-tumor calibrate segmentation {args.studies} --split {args.split}"
-    new = fit_weights(weights, specs, device, use_reduced_precision(device, args.bf16), fitted_on, command, args.out)
+    if args.mirror_axes is not None:
+        command += " --mirror-axes " + (",".join(map(str, args.mirror_axes)) or "none")
+    new = fit_weights(weights, specs, device, use_reduced_precision(device, args.bf16), fitted_on, command, args.out,
+                      args.mirror_axes)  # fmt: skip
     fit = new["postprocess"]["fit"]
-    logger.info("segmentation: thresholds %s, mean Dice %.4f -> %.4f on %d case(s); version %s",
-                new["postprocess"]["min_mean_prob"] or "none", fit["dice_before"]["mean"], fit["dice_after"]["mean"],
-                fit["n"], new["version"])  # fmt: skip
+    logger.info("segmentation: mirror axes %s, thresholds %s, mean Dice %.4f -> %.4f on %d case(s); version %s",
+                new["postprocess"]["mirror_axes"] or "none", new["postprocess"]["min_mean_prob"] or "none",
+                fit["dice_before"]["mean"], fit["dice_after"]["mean"], fit["n"], new["version"])  # fmt: skip
     return 0
 
 

@@ -7,6 +7,13 @@ weights' sidecar says how (``inferer``: mode ``auto`` | ``full`` | ``sliding_win
 overlap); ``auto`` picks the full pass when its estimated activation memory fits the
 budget (``--conf infer_memory_mb``, and on a GPU also 80 % of its free memory). Sidecars
 from before this key (the shipped 2 mm weights) always get the full pass, as they did.
+
+Test-time mirroring (``tta_mirror_axes``, e.g. ``[0, 1, 2]``): besides the plain pass, one
+pass over the case mirrored along each listed working-space axis, mirrored back, and the
+sigmoid probabilities of all passes averaged (nnU-Net mirrors at inference by default; our
+training flips every axis, so each mirrored view is one the network learned). Sidecars
+without the key run the plain pass only. The component filter is fitted on the averaged
+probabilities (``training/postprocess_fit.py``), so the two are chosen together.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ class InfererSpec:
     roi: tuple[int, int, int] | None = None
     overlap: float = 0.5
     blend: str = "gaussian"
+    mirror_axes: tuple[int, ...] = ()  # test-time mirroring: one extra pass per axis, probabilities averaged
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> InfererSpec:
@@ -48,12 +56,41 @@ class InfererSpec:
         if mode not in (FULL, SLIDING, AUTO):
             raise ValueError(f"sidecar inferer mode {mode!r}: expected {FULL}, {SLIDING} or {AUTO}")
         window = (int(roi[0]), int(roi[1]), int(roi[2])) if roi else None
-        return cls(mode, window, float(raw.get("overlap", 0.5)), str(raw.get("blend", "gaussian")))
+        axes = parse_mirror_axes(raw.get("tta_mirror_axes") or [])
+        return cls(mode, window, float(raw.get("overlap", 0.5)), str(raw.get("blend", "gaussian")), axes)
 
     def to_meta(self) -> dict[str, Any]:
-        """The sidecar form."""
-        return {"mode": self.mode, "roi": list(self.roi) if self.roi else None, "overlap": self.overlap,
-                "blend": self.blend}  # fmt: skip
+        """The sidecar form (``tta_mirror_axes`` only when mirroring, so older readers see what they know)."""
+        out: dict[str, Any] = {"mode": self.mode, "roi": list(self.roi) if self.roi else None,
+                               "overlap": self.overlap, "blend": self.blend}  # fmt: skip
+        if self.mirror_axes:
+            out["tta_mirror_axes"] = list(self.mirror_axes)
+        return out
+
+
+def parse_mirror_axes(axes: Sequence[Any]) -> tuple[int, ...]:
+    """Spatial axes (0-2, each once, sorted) to mirror at test time; ``ValueError`` for anything else."""
+    try:
+        out = tuple(sorted({int(a) for a in axes}))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"tta_mirror_axes {list(axes)!r}: expected spatial axes 0, 1, 2") from exc
+    if any(a not in (0, 1, 2) for a in out) or len(out) != len(list(axes)):
+        raise ValueError(f"tta_mirror_axes {list(axes)!r}: expected distinct spatial axes among 0, 1, 2")
+    return out
+
+
+def mirrored_mean(
+    probabilities: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, axes: Sequence[int]
+) -> torch.Tensor:  # fmt: skip
+    """Mean of ``probabilities`` over ``image`` (C, *spatial) and its mirror along each of ``axes``, mirrored back.
+
+    ``probabilities`` maps an image to (K, *spatial) probabilities on the same grid. The one
+    definition of test-time mirroring, for serving and for training validation alike.
+    """
+    total = probabilities(image).float()
+    for a in axes:
+        total = total + torch.flip(probabilities(torch.flip(image, dims=[a + 1])).float(), dims=[a + 1])
+    return total / (1 + len(axes))
 
 
 def estimate_full_pass_mb(network: dict[str, Any], shape: Sequence[int], reduced: bool) -> float:

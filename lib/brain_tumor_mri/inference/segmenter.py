@@ -2,8 +2,9 @@
 
 The network covers the case in one full-volume pass, or by Gaussian-blended sliding
 windows when the weights' sidecar allows it and a full pass would not fit the memory
-budget (``inference.inferer``); the label is then cleaned of components the network is
-unsure of, by the thresholds the weights' sidecar carries (``inference.postprocess``).
+budget, averaged over the sidecar's test-time mirrors (``inference.inferer``); the label is
+then cleaned of components the network is unsure of, by the thresholds the weights' sidecar
+carries (``inference.postprocess``).
 Used by the MONAI Label infer task, the offline ``segment`` command, the benchmark and
 the lesion-type fit, so they all run the same code (training validation and
 active-learning scoring read the network's output before post-processing).
@@ -25,7 +26,7 @@ from ..layout import SEG_WEIGHTS, published_dir
 from ..networks.checkpoint import LoadedModel
 from ..networks.store import ModelStore
 from ..transforms.preprocess import Prepared, prepare_case, restore
-from .inferer import InfererSpec, choose, memory_budget_mb, network_logits
+from .inferer import InfererSpec, choose, memory_budget_mb, mirrored_mean, network_logits
 from .measure import tumor_measurements, voxel_volume_ml
 from .postprocess import ComponentFilter, Dropped
 
@@ -77,11 +78,16 @@ def enable_mc_dropout(network: torch.nn.Module, enabled: bool) -> None:
 class Segmenter:
     """Runs the served segmentation model on (4, x, y, z) arrays."""
 
-    def __init__(self, store: ModelStore, spacing: float, reduced_precision: bool, memory_mb: float = 2048.0) -> None:
+    def __init__(
+        self, store: ModelStore, spacing: float, reduced_precision: bool, memory_mb: float = 2048.0,
+        mirror_axes: tuple[int, ...] | None = None,
+    ) -> None:  # fmt: skip
+        """``mirror_axes`` overrides the sidecar's test-time mirroring (the post-processing fit chooses it)."""
         self.store = store
         self.spacing = spacing
         self.reduced = reduced_precision
         self.memory_mb = memory_mb
+        self.mirror_axes = mirror_axes
 
     def inferer_for(self, model: LoadedModel, shape: tuple[int, ...]) -> tuple[str, InfererSpec]:
         """``full`` or ``sliding_window`` for a prepared image of ``shape`` with ``model``."""
@@ -131,6 +137,15 @@ class Segmenter:
             probs = torch.flip(probs, dims=[d + 2 for d in flips])
         return probs[0].cpu()
 
+    def mirror_axes_for(self, model: LoadedModel) -> tuple[int, ...]:
+        """The test-time mirror axes ``model`` is served with (this segmenter's override, else its sidecar's)."""
+        return self.mirror_axes if self.mirror_axes is not None else InfererSpec.from_meta(model.meta).mirror_axes
+
+    def probabilities(self, image: torch.Tensor, *, model: LoadedModel | None = None) -> torch.Tensor:
+        """Region probabilities (3, *window) as served: the plain pass averaged with the test-time mirrors."""
+        model = model or self.store.get()
+        return mirrored_mean(lambda x: self.forward(x, model=model), image, self.mirror_axes_for(model))
+
     def segment(self, stack: np.ndarray, affine: np.ndarray, *, postprocess: bool = True) -> Segmentation:
         """Full pipeline on the input grid: label, probabilities and measurements.
 
@@ -142,7 +157,7 @@ class Segmenter:
         """
         model = self.store.get()  # one model for the whole request, even across a hot swap
         prepared = self.prepare(stack, affine, model=model)
-        probs = restore(self.forward(prepared.image, model=model), prepared.geometry)
+        probs = restore(self.probabilities(prepared.image, model=model), prepared.geometry)
         # no tumour where no sequence has signal: the brain of skull-stripped input, as the lesion features see it;
         # a zero-filled missing sequence adds nothing, input without a zero background is unchanged.
         # C order like probs: NIfTI loads in Fortran order, and a 1 mm multiply by a Fortran-ordered

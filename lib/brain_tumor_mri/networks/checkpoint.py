@@ -103,9 +103,13 @@ def strip_version_suffix(version: str, tag: str) -> str:
 
 
 def write_fitted_block(
-    weights: Path, kind: str, key: str, record: dict[str, Any], tag: str, digest: str, out_dir: Path | None = None
+    weights: Path, kind: str, key: str, record: dict[str, Any], tag: str, digest: str, out_dir: Path | None = None,
+    updates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Put a post-hoc fit's ``record`` under ``key`` in the sidecar of ``weights``; the new sidecar.
+
+    ``updates``: other top-level sidecar keys the fit chose together with ``record`` (the
+    segmentation's test-time mirroring, in ``inferer``), written in the same atomic replace.
 
     In place, or beside an atomic copy of the weights in ``out_dir``. The weights file is
     never changed (its sha256 stays valid); the version becomes ``<weights version>-<tag><digest>``
@@ -120,6 +124,7 @@ def write_fitted_block(
         target.parent.mkdir(parents=True, exist_ok=True)
         _copy_atomic(weights, target)
     base = strip_version_suffix(str(meta.get("version", "unknown")), tag)
+    meta.update(updates or {})
     meta[key] = {**record, "base_version": base}
     meta["version"] = f"{base}-{tag}{digest}"
     atomic_write_json(sidecar_path(target), meta)

@@ -15,7 +15,9 @@ Two callers: ``brain-tumor calibrate segmentation`` (post hoc, for any weights) 
 training run, which fits the weights it publishes on the run's validation cases. The
 weights file is never touched (its sha256 stays valid); the sidecar is replaced atomically
 with a ``postprocess`` block and a ``-pp<digest>`` version suffix, so served answers show
-which filter they used.
+which filter they used. The filter is fitted on the probabilities as served, test-time
+mirroring included (``inference/inferer.py``); the calibrate command can switch the
+mirroring with ``--mirror-axes``, and the thresholds are then refitted in the same step.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..inference.inferer import InfererSpec
 from ..inference.postprocess import ComponentFilter
 from ..inference.segmenter import Segmenter, store_expectations
 from ..labels import REGION_CHANNELS, label_to_regions, regions_to_label
@@ -129,14 +132,27 @@ def fit_component_filter(
 
 
 def postprocess_digest(record: dict[str, Any]) -> str:
-    """Short content hash of the thresholds (what the served version suffix shows)."""
-    blob = json.dumps(record.get("min_mean_prob") or {}, sort_keys=True).encode("utf-8")
+    """Short content hash of the thresholds and the test-time mirroring they were fitted with (the version suffix).
+
+    Without mirroring, the hash of the thresholds alone, as before mirroring existed.
+    """
+    thresholds = record.get("min_mean_prob") or {}
+    axes = record.get("mirror_axes")
+    content = {"min_mean_prob": thresholds, "mirror_axes": axes} if axes else thresholds
+    blob = json.dumps(content, sort_keys=True).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
-def write_postprocess(weights: Path, record: dict[str, Any], out_dir: Path | None = None) -> dict[str, Any]:
-    """Put ``record`` into the sidecar of ``weights`` (``networks.checkpoint.write_fitted_block``); the new sidecar."""
-    meta = write_fitted_block(weights, "segmentation", "postprocess", record, "pp", postprocess_digest(record), out_dir)
+def write_postprocess(
+    weights: Path, record: dict[str, Any], out_dir: Path | None = None, inferer: InfererSpec | None = None
+) -> dict[str, Any]:  # fmt: skip
+    """Put ``record`` (and ``inferer``, when the fit chose the mirroring) into the sidecar of ``weights``.
+
+    See ``networks.checkpoint.write_fitted_block``; returns the new sidecar.
+    """
+    updates = {"inferer": inferer.to_meta()} if inferer is not None else None
+    meta = write_fitted_block(weights, "segmentation", "postprocess", record, "pp", postprocess_digest(record), out_dir,
+                              updates)  # fmt: skip
     logger.info("post-processing of %s: thresholds %s, version %s", weights.name,
                 record.get("min_mean_prob") or "none", meta["version"])  # fmt: skip
     return meta
@@ -144,15 +160,21 @@ def write_postprocess(weights: Path, record: dict[str, Any], out_dir: Path | Non
 
 def fit_weights(
     weights: Path, specs: Sequence[CaseSpec], device: Any, reduced: bool, fitted_on: dict[str, Any], command: str,
-    out_dir: Path | None = None,
+    out_dir: Path | None = None, mirror_axes: tuple[int, ...] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Fit the filter of the segmentation ``weights`` on the labelled ``specs`` and write it; the new sidecar."""
+    """Fit the filter of the segmentation ``weights`` on the labelled ``specs`` and write it; the new sidecar.
+
+    ``mirror_axes``: serve with this test-time mirroring from now on (written into the
+    sidecar's ``inferer``) and fit the filter on its probabilities; None keeps the sidecar's.
+    """
     store = ModelStore("segmentation", weights, weights, device, expect=store_expectations())
     meta = store.get().meta
-    segmenter = Segmenter(store, float(meta.get("spacing", 2.0)), reduced)
+    segmenter = Segmenter(store, float(meta.get("spacing", 2.0)), reduced, mirror_axes=mirror_axes)
     record = fit_component_filter(collect_fit_cases(segmenter, specs))
     record["fitted_on"], record["command"] = fitted_on, command
-    return write_postprocess(weights, record, out_dir)
+    record["mirror_axes"] = list(segmenter.mirror_axes_for(store.get()))
+    inferer = None if mirror_axes is None else replace(InfererSpec.from_meta(meta), mirror_axes=mirror_axes)
+    return write_postprocess(weights, record, out_dir, inferer)
 
 
 def carry_postprocess(weights: Path, init: Path | None) -> dict[str, Any] | None:

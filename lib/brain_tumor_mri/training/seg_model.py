@@ -67,6 +67,13 @@ def served_filter(init_weights: Path | None, adapt: bool) -> ComponentFilter | N
     return filt if filt.active else None
 
 
+def init_mirror_axes(init_weights: Path | None) -> tuple[int, ...]:
+    """Test-time mirroring for a run's model: the initial model's (its filter, refitted or carried, assumes it)."""
+    if init_weights is None or not sidecar_path(init_weights).is_file():
+        return ()
+    return InfererSpec.from_meta(json.loads(sidecar_path(init_weights).read_text(encoding="utf-8"))).mirror_axes
+
+
 def init_spacing(init_weights: Path | None, default: float) -> float:
     """Working spacing for a run: the initial model's (from its sidecar), else ``default``."""
     if init_weights is None:
@@ -92,7 +99,7 @@ class SegModel:
         self.opts, self.init = opts, init
         self.spacing = init_spacing(init, opts.spacing)
         self.patch = opts.patch_size(self.spacing)
-        self.inferer = InfererSpec(AUTO, self.patch, WINDOW_OVERLAP)
+        self.inferer = InfererSpec(AUTO, self.patch, WINDOW_OVERLAP, mirror_axes=init_mirror_axes(init))
         self.postprocess = served_filter(init, opts.adapt)
         self.kwargs: dict[str, Any] = {}
 

@@ -3,7 +3,7 @@
 ``ValScores`` carries per-case scores (what a publish rule may compare case by case), the
 summary logged each epoch, the metric Slicer's accuracy bar shows and the model-selection
 key. Segmentation runs each whole validation case exactly as inference does (full pass or
-sliding window, probability 0 where the image is empty, thresholded by ``regions_to_label``,
+sliding window, test-time mirroring, probability 0 where the image is empty, thresholded by ``regions_to_label``,
 then, when given, the component filter the published model will be served with);
 classification scores every sample.
 """
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..imageio import nonzero_mask
-from ..inference.inferer import InfererSpec, choose, memory_budget_mb, network_logits
+from ..inference.inferer import InfererSpec, choose, memory_budget_mb, mirrored_mean, network_logits
 from ..inference.postprocess import ComponentFilter
 from ..labels import REGION_CHANNELS, TUMOR_CLASSES, label_to_regions, regions_to_label
 from ..runtime import autocast
@@ -69,9 +69,14 @@ def validate_segmentation(net: torch.nn.Module, store: CaseStore, ctx: StepConte
         entry = store.entry(i)
         image = torch.from_numpy(np.asarray(entry.arrays["image"])).float()
         mode = choose(how.inferer, how.network, tuple(image.shape[1:]), ctx.reduced, budget)
-        logits = network_logits(net, ctx.to_device(image[None]), ctx.device, ctx.reduced, ctx.channels_last, mode,
-                                how.inferer)  # fmt: skip
-        probs = torch.sigmoid(logits)[0].float().cpu().numpy()
+
+        def one_pass(x: torch.Tensor, mode: str = mode) -> torch.Tensor:
+            """Probabilities (3, *spatial) of one pass over ``x`` (C, *spatial)."""
+            logits = network_logits(net, ctx.to_device(x[None]), ctx.device, ctx.reduced, ctx.channels_last, mode,
+                                    how.inferer)  # fmt: skip
+            return torch.sigmoid(logits)[0].float().cpu()
+
+        probs = mirrored_mean(one_pass, image, how.inferer.mirror_axes).numpy()
         probs *= nonzero_mask(image.numpy())  # as served: nothing where the image is empty (normalize keeps it 0)
         label = regions_to_label(probs)
         if how.postprocess is not None and how.postprocess.active:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from brain_tumor_mri.inference.inferer import (
@@ -13,6 +14,8 @@ from brain_tumor_mri.inference.inferer import (
     InfererSpec,
     choose,
     estimate_full_pass_mb,
+    mirrored_mean,
+    parse_mirror_axes,
     run_network,
 )
 from brain_tumor_mri.inference.segmenter import Segmenter
@@ -78,3 +81,54 @@ def test_segmenter_picks_the_inferer_from_sidecar_and_budget(tmp_path: Path) -> 
     whole = seg.segment(stack, affine)
     assert whole.inferer == FULL and whole.probs.shape == windowed.probs.shape
     assert 0.0 <= float(windowed.probs.min()) and float(windowed.probs.max()) <= 1.0
+
+
+def test_mirror_axes_in_the_sidecar() -> None:
+    spec = InfererSpec.from_meta({"inferer": {"mode": "full", "tta_mirror_axes": [2, 0]}})
+    assert spec.mirror_axes == (0, 2)
+    assert spec.to_meta()["tta_mirror_axes"] == [0, 2]
+    assert InfererSpec.from_meta({"inferer": spec.to_meta()}) == spec
+    assert InfererSpec.from_meta({}).mirror_axes == ()  # sidecars from before: the plain pass only
+    assert "tta_mirror_axes" not in InfererSpec(FULL).to_meta()
+    for bad in ([3], [0, 0], ["x"], [-1]):
+        with pytest.raises(ValueError, match="tta_mirror_axes"):
+            parse_mirror_axes(bad)
+
+
+def test_mirrored_mean_maps_every_pass_back() -> None:
+    """Each mirrored pass is mirrored back before averaging: checked with a map that is not mirror-symmetric."""
+    torch.manual_seed(0)
+    image = torch.rand(2, 5, 6, 7)
+    ramp = torch.arange(5, dtype=torch.float32).view(1, 5, 1, 1) + 1.0  # grows along axis 0
+
+    def skewed(x: torch.Tensor) -> torch.Tensor:
+        return x[:1] * ramp
+
+    assert torch.equal(mirrored_mean(skewed, image, ()), skewed(image))
+    # identity pass: image * ramp; axis-0 pass mirrored back: image * flipped ramp
+    expected = image[:1] * (ramp + torch.flip(ramp, dims=[1])) / 2
+    assert torch.allclose(mirrored_mean(skewed, image, (0,)), expected)
+    # along an axis the map does not depend on, mirroring changes nothing
+    assert torch.allclose(mirrored_mean(skewed, image, (1, 2)), skewed(image))
+
+
+def test_segmenter_averages_the_sidecars_mirrors(tmp_path: Path) -> None:
+    stack, _ = synthetic_case(0, size=40)
+    affine = np.diag([SPACING] * 3 + [1.0])
+    weights = _weights(tmp_path, {"mode": "full", "tta_mirror_axes": [0, 1, 2]})
+    seg = Segmenter(ModelStore("segmentation", weights, weights, torch.device("cpu")), 2.0, False)
+    image = seg.prepare(stack, affine).image
+    plain = seg.forward(image)
+    passes = [plain] + [seg.forward(image, flips=(a,)) for a in range(3)]
+    served = seg.probabilities(image)
+    assert torch.allclose(served, torch.stack(passes).mean(0), atol=1e-6)
+    assert float((served - plain).abs().max()) > 1e-3  # a random network is not mirror-symmetric: the mean differs
+    calls: list[tuple[int, ...]] = []
+    forward = seg.forward
+    seg.forward = lambda x, **kw: calls.append(tuple(x.shape)) or forward(x, **kw)  # type: ignore[method-assign]
+    seg.segment(stack, affine)
+    assert len(calls) == 4  # the plain pass and one per mirrored axis
+    seg.mirror_axes = ()  # the override (what the post-processing fit sets)
+    calls.clear()
+    seg.segment(stack, affine)
+    assert len(calls) == 1

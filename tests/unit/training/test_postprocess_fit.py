@@ -15,6 +15,7 @@ import pytest
 
 from brain_tumor_mri.cli import main
 from brain_tumor_mri.imageio import save_label
+from brain_tumor_mri.inference.inferer import InfererSpec
 from brain_tumor_mri.labels import SEG_LABELS
 from brain_tumor_mri.layout import final_label_dir
 from brain_tumor_mri.networks.checkpoint import load_model, promote, sidecar_path
@@ -23,6 +24,7 @@ from brain_tumor_mri.training.postprocess_fit import (
     FitCase,
     carry_postprocess,
     fit_component_filter,
+    postprocess_digest,
     smoothed,
     write_postprocess,
 )
@@ -157,8 +159,8 @@ def test_run_with_enough_validation_cases_fits_on_them(tmp_path):
     assert result.version == meta["version"]
 
 
-def test_calibrate_command_fits_a_datastore(tmp_path):
-    """``brain-tumor calibrate segmentation``: a dim false lesion on every tumour-free case is filtered out."""
+def _calibration_case(tmp_path: Path) -> tuple[Path, Path]:
+    """Six labelled cases (a dim false lesion on every tumour-free one) and a threshold "network" for them."""
     studies = tmp_path / "studies"
     for i in range(6):
         tumour = i % 2 == 0
@@ -177,6 +179,12 @@ def test_calibrate_command_fits_a_datastore(tmp_path):
     z_bright = float(np.median(z[lesion]))
     weights = tmp_path / "weights" / "segmentation.pt"
     save_threshold_segmenter(weights, z_threshold=0.6 * z_bright, gain=3.0 / z_bright)
+    return studies, weights
+
+
+def test_calibrate_command_fits_a_datastore(tmp_path):
+    """``brain-tumor calibrate segmentation``: a dim false lesion on every tumour-free case is filtered out."""
+    studies, weights = _calibration_case(tmp_path)
     assert (
         main(["calibrate", "segmentation", str(studies), "--weights-dir", str(weights.parent), "--device", "cpu"]) == 0
     )
@@ -185,3 +193,40 @@ def test_calibrate_command_fits_a_datastore(tmp_path):
     assert "whole_tumor" in meta["postprocess"]["min_mean_prob"], fit
     assert fit["dice_after"]["wt"] > fit["dice_before"]["wt"]
     assert meta["version"].rpartition("-pp")[2] == meta["version"][-8:]
+    assert meta["postprocess"]["mirror_axes"] == [] and "tta_mirror_axes" not in meta.get("inferer", {})
+    # without mirroring the suffix is the hash of the thresholds alone, as in sidecars from before mirroring
+    assert meta["version"][-8:] == postprocess_digest({"min_mean_prob": meta["postprocess"]["min_mean_prob"]})
+
+
+def test_calibrate_command_sets_the_mirroring_and_fits_on_it(tmp_path):
+    """``--mirror-axes`` goes into the inferer, the filter is fitted on the mirrored output; ``none`` undoes it."""
+    studies, weights = _calibration_case(tmp_path)
+    base = ["calibrate", "segmentation", str(studies), "--weights-dir", str(weights.parent), "--device", "cpu"]
+    assert main([*base, "--mirror-axes", "2,0"]) == 0
+    mirrored = load_model(weights, "segmentation").meta
+    assert mirrored["inferer"]["tta_mirror_axes"] == [0, 2]
+    assert mirrored["inferer"]["mode"] == "full"  # a sidecar without an inferer keeps its one full pass
+    assert mirrored["postprocess"]["mirror_axes"] == [0, 2]
+    assert mirrored["postprocess"]["command"].endswith("--mirror-axes 0,2")
+    assert "whole_tumor" in mirrored["postprocess"]["min_mean_prob"]
+    assert main([*base, "--mirror-axes", "none"]) == 0
+    plain = load_model(weights, "segmentation").meta
+    assert "tta_mirror_axes" not in plain["inferer"] and plain["postprocess"]["mirror_axes"] == []
+    assert plain["postprocess"]["min_mean_prob"] == mirrored["postprocess"]["min_mean_prob"]  # same filter...
+    assert plain["version"] != mirrored["version"]  # ...but answers show that the output they come from changed
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--mirror-axes", "3"])
+    assert exc.value.code == 2
+    assert load_model(weights, "segmentation").meta == plain  # a refused call changes nothing
+
+
+def test_fine_tune_keeps_the_initial_models_mirroring(tmp_path):
+    """The carried filter was fitted on mirrored output, so the fine-tuned model is served (and validated) mirrored."""
+    studies = make_datastore(tmp_path / "studies")  # 3 cases: 1 validation case
+    init = _tiny_weights(tmp_path / "init.pt")
+    write_postprocess(init, {"min_mean_prob": {"whole_tumor": 0.85}, "mirror_axes": [0]},
+                      inferer=InfererSpec(mirror_axes=(0,)))  # fmt: skip
+    result = run_training(_opts(studies, tmp_path, init=str(init), epochs=1), publish_rule=_always)
+    meta = json.loads(sidecar_path(Path(result.publish_path)).read_text(encoding="utf-8"))
+    assert meta["inferer"]["tta_mirror_axes"] == [0]
+    assert meta["postprocess"]["mirror_axes"] == [0] and meta["postprocess"]["min_mean_prob"] == {"whole_tumor": 0.85}
