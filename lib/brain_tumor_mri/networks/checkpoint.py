@@ -42,6 +42,13 @@ def sidecar_path(weights: str | Path) -> Path:
     return Path(weights).with_suffix(".json")
 
 
+def read_sidecar(weights: str | Path | None) -> dict[str, Any] | None:
+    """The sidecar beside ``weights`` as a dict; None without weights or without a sidecar beside them."""
+    if weights is None or not sidecar_path(weights).is_file():
+        return None
+    return json.loads(sidecar_path(weights).read_text(encoding="utf-8"))
+
+
 def load_model(weights: str | Path, expect_kind: str, expect: dict[str, Any] | None = None) -> LoadedModel:
     """Load ``weights`` + sidecar and return the network in eval mode.
 

@@ -36,7 +36,7 @@ from ..inference.inferer import InfererSpec
 from ..inference.postprocess import ComponentFilter
 from ..inference.segmenter import Segmenter, store_expectations
 from ..labels import REGION_CHANNELS, label_to_regions, regions_to_label
-from ..networks.checkpoint import sidecar_path, write_fitted_block
+from ..networks.checkpoint import read_sidecar, write_fitted_block
 from ..networks.store import ModelStore
 from .cases import CaseSpec
 from .metrics import dice
@@ -184,9 +184,9 @@ def carry_postprocess(weights: Path, init: Path | None) -> dict[str, Any] | None
     fine-tuned model stays close to its initial one, and dropping the filter would change
     what users see more than keeping it.
     """
-    if init is None or not sidecar_path(init).is_file():
+    init_meta = read_sidecar(init)
+    if init_meta is None:
         return None
-    init_meta = json.loads(sidecar_path(init).read_text(encoding="utf-8"))
     block = init_meta.get("postprocess")
     if not block or not block.get("min_mean_prob"):
         return None

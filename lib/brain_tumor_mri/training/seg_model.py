@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from ..inference.inferer import AUTO, InfererSpec
 from ..inference.postprocess import ComponentFilter
 from ..labels import REGION_CHANNELS, SEG_LABELS, SEQUENCES, label_to_regions
-from ..networks.checkpoint import load_model, sidecar_path
+from ..networks.checkpoint import load_model, read_sidecar, sidecar_path
 from ..networks.factory import SEG_DEFAULTS, build_segmentation_network
 from ..transforms.augment import AugmentSettings
 from ..transforms.preprocess import PREPROCESS_VERSION
@@ -60,18 +60,17 @@ def served_filter(init_weights: Path | None, adapt: bool) -> ComponentFilter | N
     Only site adaptation knows it before training (``run._postprocess`` carries it); other
     runs refit the filter on their validation cases after training, so they select on raw output.
     """
-    if not adapt or init_weights is None or not sidecar_path(init_weights).is_file():
+    meta = read_sidecar(init_weights) if adapt else None
+    if meta is None:
         return None
-    meta = json.loads(sidecar_path(init_weights).read_text(encoding="utf-8"))
     filt = ComponentFilter.from_meta(meta)
     return filt if filt.active else None
 
 
 def init_mirror_axes(init_weights: Path | None) -> tuple[int, ...]:
     """Test-time mirroring for a run's model: the initial model's (its filter, refitted or carried, assumes it)."""
-    if init_weights is None or not sidecar_path(init_weights).is_file():
-        return ()
-    return InfererSpec.from_meta(json.loads(sidecar_path(init_weights).read_text(encoding="utf-8"))).mirror_axes
+    meta = read_sidecar(init_weights)
+    return InfererSpec.from_meta(meta).mirror_axes if meta is not None else ()
 
 
 def init_spacing(init_weights: Path | None, default: float) -> float:
