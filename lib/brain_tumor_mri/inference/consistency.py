@@ -17,8 +17,15 @@ least ``min_lesion_ml``; smaller specks are counted but ignored. Then, for a 3D 
     satellite than a second metastasis; the share (0.15) was chosen on the segmentation's own
     training cases, where it kept all 44 metastasis cases ``other`` and cut the in-class tumours
     answered ``other`` from 32 to 19 of 117.
-(c) ``consistency.no_lesion``: no lesion of ``min_lesion_ml`` while the classifier names a
-    tumour type -> ``uncertain`` (the two models disagree).
+(c) ``consistency.no_lesion``: no lesion of ``min_lesion_ml`` in the label the user is shown
+    while the classifier names a tumour type -> ``uncertain`` (the two models disagree).
+
+(a) and (b) read the network's whole output, (c) the post-processed label the user gets
+(``LesionSummary.shown_lesions``): each rule reads the view that makes it flag more, so a
+lesion post-processing removed still blocks a confident ``no_tumor``, and a type is confirmed
+only by a lesion the user can see. Measured on tumour-free held-out brains, the whole output
+often keeps a small false positive that post-processing removes and the lesion-type model
+reads as a tumour; (c) on the whole output let those answers through as confident.
 
 Each adds a reason to the answer's confidence and makes it ``low``; the probabilities stay.
 Separate lesions whose edema merges count as one lesion, and a single metastasis is not
@@ -49,7 +56,7 @@ from .lesion_type import LesionTypeModel, lesion_type_answer
 from .measure import voxel_volume_ml
 
 if TYPE_CHECKING:
-    from .segmenter import Segmenter
+    from .segmenter import Segmentation, Segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +103,16 @@ class LesionSummary:
     min_lesion_ml: float
     segmentation: str = ""  # e.g. the segmentation model version
     features: tuple[float, ...] | None = None  # lesion_features.FEATURE_NAMES, when a lesion-type model is served
+    shown_lesions: int | None = None  # lesions in the post-processed label the user gets; None: the same label
 
     @property
     def count(self) -> int:
         return len(self.lesions)
+
+    @property
+    def shown_count(self) -> int:
+        """Lesions of at least ``min_lesion_ml`` in the label the user is shown."""
+        return self.count if self.shown_lesions is None else self.shown_lesions
 
     def as_params(self) -> dict[str, Any]:
         """Segmentation params: count, per-lesion volumes (largest first, at most ``MAX_LISTED``)."""
@@ -162,7 +175,7 @@ def consistency_reasons(best_guess: str, lesions: LesionSummary, rule: Consisten
     if best_guess == NO_TUMOR and lesions.whole_tumor_ml >= rule.min_tumour_ml:
         reasons.append(Reason("consistency.tumour_found", f"the segmentation finds {lesions.whole_tumor_ml:.1f} mL "
                               f"of tumour (>= {rule.min_tumour_ml:g} mL), so 'no_tumor' is not reported"))  # fmt: skip
-    if best_guess != NO_TUMOR and lesions.count == 0:
+    if best_guess != NO_TUMOR and lesions.shown_count == 0:
         reasons.append(Reason("consistency.no_lesion", f"the segmentation finds no lesion of at least "
                               f"{rule.min_lesion_ml:g} mL, so '{best_guess}' is not confirmed"))  # fmt: skip
     return reasons, other
@@ -180,6 +193,7 @@ def apply_consistency(
         "consistent": not reasons,
         "reasons": [r.code for r in reasons],
         "lesion_count": lesions.count,
+        "shown_lesion_count": lesions.shown_count,
         "whole_tumor_ml": lesions.whole_tumor_ml,
         "segmentation": lesions.segmentation,
         "source": source,
@@ -268,6 +282,21 @@ class CaseLesions:
         feats = lesion_features(label, nonzero_mask(stack), affine)
         return replace(summary, features=tuple(float(v) for v in feats))
 
+    def of_segmentation(
+        self, seg: Segmentation, affine: np.ndarray, stack: np.ndarray | None = None
+    ) -> tuple[LesionSummary, LesionSummary]:
+        """(summary for the 3D answer, summary of the label the user gets) of one segmentation.
+
+        The first reads the network's whole output (``Segmentation.unfiltered``; the lesion
+        features too) and carries the shown label's lesion count for rule (c); the second is
+        the same object when post-processing removed nothing.
+        """
+        summary = self.summarise(seg.unfiltered, affine, seg.model_version, stack)
+        if seg.network_label is None:
+            return summary, summary
+        shown = lesion_summary(seg.label, affine, self.rule.min_lesion_ml, seg.model_version)
+        return replace(summary, shown_lesions=shown.count), shown
+
     def remember(self, files: dict[str, Path], summary: LesionSummary) -> None:
         """Keep the summary of a segmentation just made of the case ``files``."""
         self.cache.put(case_key(files, summary.segmentation), summary)
@@ -281,7 +310,7 @@ class CaseLesions:
             return cached, "recent segmentation of this case"
         with self.slot():
             seg = segmenter.segment(stack, affine)
-        summary = self.summarise(seg.unfiltered, affine, seg.model_version, stack)
+        summary, _ = self.of_segmentation(seg, affine, stack)
         self.cache.put(case_key(files, seg.model_version), summary)
         return summary, "segmentation run for this answer"
 

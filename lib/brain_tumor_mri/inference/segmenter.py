@@ -49,10 +49,12 @@ class Segmentation:
     def unfiltered(self) -> np.ndarray:
         """The network's thresholded output before post-processing (``label`` when nothing was removed).
 
-        The 3D tumour type and the consistency rule read this one: the lesion-type model was
-        fitted on it, and a safety rule should see every lesion the network found, sure or not
-        (a scan whose only tumour is a low-confidence candidate must not be a confident
-        ``no_tumor``, several lesions some of them unsure are still several lesions).
+        The 3D tumour type and the consistency rule's ``no_tumor`` and multiple-lesion checks read
+        this one: the lesion-type model was fitted on it, and a safety rule should see every
+        lesion the network found, sure or not (a scan whose only tumour is a low-confidence
+        candidate must not be a confident ``no_tumor``, several lesions some of them unsure are
+        still several lesions). A named type is confirmed only by a lesion of ``label``
+        (``consistency.py``).
         """
         return self.label if self.network_label is None else self.network_label
 

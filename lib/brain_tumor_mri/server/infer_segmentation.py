@@ -85,13 +85,10 @@ class BrainTumorSegInfer(InferTask):
                 **seg.measurements,
                 "low_confidence_candidates": seg.candidates,
             }
-            # the 3D type and the consistency rule read the network's whole output (``Segmentation.unfiltered``);
-            # the listed lesions are those of the label the user gets
-            summary = self.lesions.summarise(seg.unfiltered, affine, seg.model_version, stack)
+            # the 3D type reads the network's whole output, the listed lesions are those of the label the
+            # user gets (``CaseLesions.of_segmentation``; the consistency module says which rule reads which)
+            summary, shown = self.lesions.of_segmentation(seg, affine, stack)
             self.lesions.remember(case.sequences, summary)
-            shown = summary
-            if seg.network_label is not None:
-                shown = self.lesions.summarise(seg.label, affine, seg.model_version)
             params["lesions"] = shown.as_params()
             params["classification"] = self.classification(stack, affine, summary)
             out = tempfile.NamedTemporaryFile(suffix=ext, delete=False).name

@@ -20,7 +20,7 @@ from brain_tumor_mri.inference.consistency import (
     lesion_summary,
 )
 from brain_tumor_mri.inference.input_checks import Reason
-from brain_tumor_mri.inference.segmenter import Segmenter, store_expectations
+from brain_tumor_mri.inference.segmenter import Segmentation, Segmenter, store_expectations
 from brain_tumor_mri.labels import TUMOR_CLASSES
 from brain_tumor_mri.networks.store import ModelStore
 from tests.helpers.consistency import lesion_case, save_threshold_segmenter, write_case
@@ -99,6 +99,28 @@ def test_rule_table(best, blobs, answer, codes):
     c = result.as_params()["consistency"]
     assert c["applied"] and c["consistent"] == (not codes) and c["reasons"] == codes
     assert c["lesion_count"] == lesions.count and c["segmentation"] == "seg-v" and c["rule"]["min_tumour_ml"] == 1.0
+
+
+def test_named_type_needs_a_lesion_the_user_is_shown_but_no_tumor_still_sees_every_lesion():
+    """Rule (c) reads the post-processed label, (a) and (b) the network's whole output."""
+    whole = _label_with(TWO)
+    shown = _label_with(ONE)  # post-processing removed the second lesion
+    seg = Segmentation(shown, np.zeros((3, *shown.shape), np.float32), {}, "seg-v", network_label=whole)
+    book = CaseLesions(lambda: None)  # type: ignore[arg-type,return-value]
+    summary, listed = book.of_segmentation(seg, AFFINE_2MM)
+    assert summary.count == 2 and summary.shown_count == 1 and listed.count == 1
+    assert apply_consistency(_answer("glioma"), summary).tumor_type == "other"  # (b) on the whole output
+    seg = Segmentation(_label_with(NONE), seg.probs, {}, "seg-v", network_label=_label_with(ONE))
+    summary, listed = book.of_segmentation(seg, AFFINE_2MM)
+    assert summary.count == 1 and summary.shown_count == 0 and listed.count == 0
+    typed = apply_consistency(_answer("pituitary"), summary)  # the user sees no lesion: the type is not confirmed
+    assert typed.tumor_type == "uncertain" and [r.code for r in typed.confidence.reasons] == ["consistency.no_lesion"]
+    assert typed.consistency["shown_lesion_count"] == 0 and typed.consistency["lesion_count"] == 1
+    free = apply_consistency(_answer("no_tumor"), summary)  # the removed lesion still blocks a confident no_tumor
+    assert free.tumor_type == "uncertain" and [r.code for r in free.confidence.reasons] == ["consistency.tumour_found"]
+    same = Segmentation(_label_with(ONE), seg.probs, {}, "seg-v")  # nothing removed: one summary for both
+    summary, listed = book.of_segmentation(same, AFFINE_2MM)
+    assert summary is listed and summary.shown_lesions is None and summary.shown_count == 1
 
 
 def test_rule_keeps_earlier_reasons_and_thresholds_are_configurable():
