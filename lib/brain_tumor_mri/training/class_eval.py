@@ -4,7 +4,8 @@ Runs exactly the inference path (``Classifier.classify_image`` / ``classify_case
 every labelled case of a datastore that training never saw, and reports discrimination
 (per-class recall/precision/F1, confusion matrix, macro ROC AUC), calibration (NLL and
 15-bin top-label ECE with the reliability table, before = temperature 1 and after = the
-sidecar's temperature), the low-confidence signal (rate, accuracy on the confident and the
+sidecar's temperature, with the ECE a perfectly calibrated model would read on this many
+answers: ``class_metrics.ece_if_calibrated``), the low-confidence signal (rate, accuracy on the confident and the
 low-confidence answers, reasons), what the model answers on cases of a type outside its
 classes (e.g. metastases), optional per-group figures (``group_by`` a metadata column), and
 split honesty (image and patient counts; images identical to ones the temperature was fitted
@@ -35,7 +36,7 @@ from ..layout import image_path, list_cases, read_case_meta, resolve_case
 from ..transforms.classify_preprocess import ClassPreprocess
 from .case_meta import group_value, lookup
 from .class_data import group_of, load_image
-from .class_metrics import classification_metrics, expected_calibration_error, reliability_bins
+from .class_metrics import classification_metrics, ece_if_calibrated, expected_calibration_error, reliability_bins
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +112,7 @@ def _calibration(logits: np.ndarray, labels: np.ndarray, temperature: float) -> 
         probs = calibrated_probabilities(logits, t)
         out[name] = {"nll": nll(logits, labels, t), "ece": expected_calibration_error(probs, labels),
                      "reliability": reliability_bins(probs, labels)}  # fmt: skip
+    out["after"]["ece_if_calibrated"] = ece_if_calibrated(calibrated_probabilities(logits, temperature), labels)
     return out
 
 

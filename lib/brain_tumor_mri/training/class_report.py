@@ -73,9 +73,16 @@ def _calibration_md(metrics: dict[str, Any]) -> list[str]:
     if not cal:
         return []
     b, a = cal["before"], cal["after"]
-    return ["", f"Calibration (15-bin top-label ECE, NLL): temperature {cal['temperature']:.3f}; ECE "
-            f"{_fmt(b['ece'])} before, {_fmt(a['ece'])} after; NLL {_fmt(b['nll'])} before, {_fmt(a['nll'])} after "
-            "(reliability diagram: `*_reliability.png`)."]  # fmt: skip
+    lines = ["", f"Calibration (15-bin top-label ECE, NLL): temperature {cal['temperature']:.3f}; ECE "
+             f"{_fmt(b['ece'])} before, {_fmt(a['ece'])} after; NLL {_fmt(b['nll'])} before, {_fmt(a['nll'])} after "
+             "(reliability diagram: `*_reliability.png`)."]  # fmt: skip
+    ref = a.get("ece_if_calibrated")
+    if ref and ref.get("draws"):
+        lines.append(f"A perfectly calibrated model with these probabilities would read ECE {_fmt(ref['median'])} "
+                     f"(median; 95th percentile {_fmt(ref['p95'])}) on {metrics['n']} answers, by binning noise "
+                     f"alone; share of such draws at or above the ECE after scaling: {_fmt(ref['p_value'])} "
+                     "(small = evidence of miscalibration).")  # fmt: skip
+    return lines
 
 
 def _confidence_md(metrics: dict[str, Any]) -> list[str]:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brain_tumor_mri.training.class_metrics import classification_metrics, confusion_matrix, roc_auc
+from brain_tumor_mri.training.class_metrics import (
+    classification_metrics,
+    confusion_matrix,
+    ece_if_calibrated,
+    expected_calibration_error,
+    roc_auc,
+)
 
 CLASSES = ("glioma", "meningioma", "pituitary", "no_tumor")
 Y = [0, 0, 1, 1, 2, 3]
@@ -54,3 +60,32 @@ def test_absent_class_has_undefined_auc_and_recall() -> None:
     m = classification_metrics([0, 1], np.array([[0.9, 0.1, 0, 0], [0.2, 0.8, 0, 0]]), CLASSES)
     assert m["accuracy"] == 1.0 and m["balanced_accuracy"] == 1.0
     assert m["per_class"]["pituitary"]["roc_auc"] is None and m["per_class"]["pituitary"]["recall"] is None
+
+
+def _dirichlet_probs(n: int, seed: int, sharpness: float) -> np.ndarray:
+    return np.random.default_rng(seed).dirichlet(np.full(len(CLASSES), sharpness), size=n)
+
+
+def test_ece_if_calibrated_accepts_calibrated_answers_and_flags_overconfident_ones() -> None:
+    """Labels drawn from the model's own probabilities are calibrated by construction; flipping half
+    of the confident answers' labels makes the same probabilities over-confident."""
+    probs = _dirichlet_probs(100, 1, 0.3)
+    rng = np.random.default_rng(2)
+    calibrated = np.array([rng.choice(len(CLASSES), p=p) for p in probs])
+    ref = ece_if_calibrated(probs, calibrated)
+    observed = expected_calibration_error(probs, calibrated)
+    assert ref["draws"] == 1000 and 0.0 < ref["median"] < ref["p95"] < 0.3
+    assert observed > 0.02 and ref["p_value"] > 0.05  # binning noise alone reads this much on 100 cases
+    wrong = probs.argmax(axis=1)
+    wrong[::2] = (wrong[::2] + 1) % len(CLASSES)  # top answer right on only half the cases
+    over = ece_if_calibrated(probs, wrong)
+    assert expected_calibration_error(probs, wrong) > over["p95"] and over["p_value"] < 0.01
+    assert over["median"] == ref["median"]  # the reference depends on the probabilities only
+    assert ece_if_calibrated(probs[:0], calibrated[:0]) == {"median": None, "p95": None, "p_value": None, "draws": 0}
+
+
+def test_ece_reference_shrinks_with_more_answers() -> None:
+    """Binning noise falls with the number of answers: 2,000 read well under half of 50."""
+    small, large = _dirichlet_probs(50, 3, 0.3), _dirichlet_probs(2000, 3, 0.3)
+    at_50 = ece_if_calibrated(small, small.argmax(axis=1), draws=200)["median"]
+    assert ece_if_calibrated(large, large.argmax(axis=1), draws=200)["median"] < at_50 / 2
