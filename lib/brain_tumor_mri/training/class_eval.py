@@ -5,10 +5,10 @@ every labelled case of a datastore that training never saw, and reports discrimi
 (per-class recall/precision/F1, confusion matrix, macro ROC AUC), calibration (NLL and
 15-bin top-label ECE with the reliability table, before = temperature 1 and after = the
 sidecar's temperature, with the ECE a perfectly calibrated model would read on this many
-answers: ``class_metrics.ece_if_calibrated``), the low-confidence signal (rate, accuracy on the confident and the
-low-confidence answers, reasons), what the model answers on cases of a type outside its
-classes (e.g. metastases), optional per-group figures (``group_by`` a metadata column), and
-split honesty (image and patient counts; images identical to ones the temperature was fitted
+answers: ``class_metrics.ece_if_calibrated``), the low-confidence signal (rate, accuracy on
+the confident and the low-confidence answers, reasons), what the model answers on cases of a
+type outside its classes (e.g. metastases), optional per-group figures (``group_by`` a
+metadata column), and split honesty (image and patient counts; images identical to ones the temperature was fitted
 on, found by content hash, since case ids of different datasets can coincide). Timing: model
 time (forward + softmax on a preprocessed input) and end-to-end time (read + preprocess +
 model) as medians over repeated runs after warm-up.

@@ -104,7 +104,7 @@ def expected_calibration_error(probs: np.ndarray, y_true: Sequence[int] | np.nda
     return float(sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]))
 
 
-#: Label draws of ``ece_if_calibrated`` (the 95th percentile moves by about 0.002 between seeds at 1,000).
+#: Label draws of ``ece_if_calibrated`` (at 1,000, seeds 0-5 moved the 95th percentile by up to 0.004 on 100 cases).
 ECE_NULL_DRAWS = 1000
 
 
