@@ -2,7 +2,8 @@
 
 Runs exactly the inference path (``Classifier.classify_image`` / ``classify_case``) on
 every labelled case of a datastore that training never saw, and reports discrimination
-(per-class recall/precision/F1, confusion matrix, macro ROC AUC), calibration (NLL and
+(per-class recall/precision/F1, confusion matrix, macro ROC AUC, a 95 % interval of accuracy
+resampling whole patients), calibration (NLL and
 15-bin top-label ECE with the reliability table, before = temperature 1 and after = the
 sidecar's temperature, with the ECE a perfectly calibrated model would read on this many
 answers: ``class_metrics.ece_if_calibrated``), the low-confidence signal (rate, accuracy on
@@ -36,7 +37,13 @@ from ..layout import image_path, list_cases, read_case_meta, resolve_case
 from ..transforms.classify_preprocess import ClassPreprocess
 from .case_meta import group_value, lookup
 from .class_data import group_of, load_image
-from .class_metrics import classification_metrics, ece_if_calibrated, expected_calibration_error, reliability_bins
+from .class_metrics import (
+    classification_metrics,
+    clustered_accuracy_interval,
+    ece_if_calibrated,
+    expected_calibration_error,
+    reliability_bins,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +165,8 @@ def summarise(answers: list[Answer], fitted_images: list[str] | None = None) -> 
     probs = np.array([[a.result.probabilities[c] for c in TUMOR_CLASSES] for a in inside])
     logits = np.array([a.result.logits for a in inside])
     metrics = classification_metrics(labels.tolist(), probs, TUMOR_CLASSES)
+    correct = [a.result.best_guess == a.true_type for a in inside]
+    metrics["accuracy_ci95"] = clustered_accuracy_interval(correct, [a.group for a in inside])
     metrics["model_version"] = inside[-1].result.model_version
     metrics["calibration"] = _calibration(logits, labels, inside[-1].result.confidence.policy.temperature)
     metrics["confidence"] = _confidence(inside)

@@ -136,6 +136,26 @@ def ece_if_calibrated(
             "p_value": float(np.mean(null >= observed - 1e-12)), "draws": draws}  # fmt: skip
 
 
+def clustered_accuracy_interval(
+    correct: Sequence[bool] | np.ndarray, groups: Sequence[str], draws: int = 2000, seed: int = 0
+) -> tuple[float, float] | None:
+    """95 % percentile-bootstrap interval of accuracy, resampling whole patients (``groups``).
+
+    Pictures of one patient share anatomy, tumour and contrast, so their errors come together;
+    resampling pictures one by one would give an interval too narrow. Each draw takes as many
+    patients as there are, with replacement, with all their answers. None with no answers.
+    """
+    ok = np.asarray(correct, dtype=np.float64).reshape(-1)
+    if len(ok) == 0:
+        return None
+    names, index = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    right = np.bincount(index, weights=ok, minlength=len(names))
+    size = np.bincount(index, minlength=len(names)).astype(np.float64)
+    picks = np.random.default_rng(seed).integers(0, len(names), size=(draws, len(names)))
+    acc = right[picks].sum(axis=1) / size[picks].sum(axis=1)
+    return float(np.quantile(acc, 0.025)), float(np.quantile(acc, 0.975))
+
+
 def _mean_defined(values: list[float | None]) -> float | None:
     defined = [v for v in values if v is not None]
     return float(np.mean(defined)) if defined else None

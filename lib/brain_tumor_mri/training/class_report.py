@@ -33,7 +33,10 @@ def _fmt(value: float | None) -> str:
 def metrics_markdown(metrics: dict[str, Any], title: str) -> str:
     """A Markdown summary: headline numbers, per-class table and confusion matrix."""
     classes = metrics["classes"]
-    lines = [f"### {title}", "", f"n = {metrics['n']}; accuracy {_fmt(metrics['accuracy'])}; balanced accuracy "
+    ci = metrics.get("accuracy_ci95")
+    interval = f" (95 % interval {_fmt(ci[0])}-{_fmt(ci[1])}, resampling patients)" if ci else ""
+    acc = f"{_fmt(metrics['accuracy'])}{interval}"
+    lines = [f"### {title}", "", f"n = {metrics['n']}; accuracy {acc}; balanced accuracy "
              f"{_fmt(metrics['balanced_accuracy'])}; macro F1 {_fmt(metrics['macro_f1'])}; macro one-vs-rest ROC AUC "
              f"{_fmt(metrics['macro_roc_auc'])}", "", "| class | precision | recall | F1 | ROC AUC | support |",
              "|---|---|---|---|---|---|"]  # fmt: skip

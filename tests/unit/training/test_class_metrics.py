@@ -7,6 +7,7 @@ import pytest
 
 from brain_tumor_mri.training.class_metrics import (
     classification_metrics,
+    clustered_accuracy_interval,
     confusion_matrix,
     ece_if_calibrated,
     expected_calibration_error,
@@ -89,3 +90,15 @@ def test_ece_reference_shrinks_with_more_answers() -> None:
     small, large = _dirichlet_probs(50, 3, 0.3), _dirichlet_probs(2000, 3, 0.3)
     at_50 = ece_if_calibrated(small, small.argmax(axis=1), draws=200)["median"]
     assert ece_if_calibrated(large, large.argmax(axis=1), draws=200)["median"] < at_50 / 2
+
+
+def test_accuracy_interval_resamples_whole_patients() -> None:
+    """Errors that come per patient widen the interval; the same share wrong in every patient gives a point."""
+    groups = [f"p{i // 5}" for i in range(100)]  # 20 patients, 5 pictures each
+    spread = [i % 5 != 0 for i in range(100)]  # 80 % right: one wrong picture in every patient
+    clustered = [i < 80 for i in range(100)]  # 80 % right: 4 patients entirely wrong
+    lo_s, hi_s = clustered_accuracy_interval(spread, groups)
+    lo_c, hi_c = clustered_accuracy_interval(clustered, groups)
+    assert lo_s == pytest.approx(0.8) and hi_s == pytest.approx(0.8)
+    assert lo_c < 0.7 and hi_c > 0.9  # about +-0.18 with 4 of 20 patients wrong
+    assert clustered_accuracy_interval([], []) is None
