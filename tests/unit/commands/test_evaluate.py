@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from brain_tumor_mri.cli import main as cli_main
-from brain_tumor_mri.commands.evaluate import evaluate_pairs
+from brain_tumor_mri.commands.evaluate import evaluate_pairs, mean_interval
 
 
 def _save(path, data, spacing=1.0):
@@ -69,6 +69,8 @@ def test_summary_counts_empty_references_and_groups_by_metadata(tmp_path):
     dice_a = 2 * 32 / (32 + 64)
     assert wt["dice"]["mean"] == pytest.approx((dice_a + 1.0 + 0.0) / 3, abs=1e-4)
     assert wt["dice"]["median"] == pytest.approx(dice_a, abs=1e-4)
+    lo, hi = wt["dice"]["mean_ci95"]  # three cases with Dice 0.5, 1 and 0: the mean can fall anywhere between
+    assert 0.0 <= lo < wt["dice"]["mean"] < hi <= 1.0 and hi - lo > 0.4
     assert wt["sensitivity"] == {"mean": pytest.approx(0.5), "median": pytest.approx(0.5), "n": 1}
     assert set(summary["groups"]) == {"x", "unknown"} and summary["groups"]["x"]["n_cases"] == 2
     rows = {r["case_id"]: r for r in csv.DictReader(open(out))}
@@ -109,3 +111,13 @@ def test_case_metadata_sources_and_lookup(tmp_path):
     assert load_case_meta(tmp_path / "studies")["c1"]["tumor_type"] == "pituitary"
     with pytest.raises(ValueError, match="neither"):
         load_case_meta(tmp_path / "nothing")
+
+
+def test_mean_interval_narrows_with_more_cases_and_needs_two():
+    rng = np.random.default_rng(0)
+    few, many = rng.uniform(0.5, 1.0, 10), rng.uniform(0.5, 1.0, 400)
+    lo_f, hi_f = mean_interval(few)
+    lo_m, hi_m = mean_interval(many)
+    assert lo_f < few.mean() < hi_f and lo_m < many.mean() < hi_m
+    assert hi_m - lo_m < (hi_f - lo_f) / 3  # the width falls as one over the square root of the cases
+    assert mean_interval(np.array([0.7])) is None
