@@ -10,17 +10,20 @@ info's ``provenance`` names the final one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import HTTPException
 from filelock import FileLock
-from monailabel.datastore.local import DataModel, LocalDatastore
+from monailabel.datastore.local import DataModel, LocalDatastore, LocalDatastoreModel
 
 from ..imageio import InputError, check_same_geometry, load_volume, save_label
 from ..labels import SEG_LABELS, seg_label_value
@@ -54,10 +57,77 @@ def remap_by_segment_names(label: np.ndarray, label_info: Any, source: str) -> n
 
 
 class BrainTumorDatastore(LocalDatastore):
-    """LocalDatastore whose label/image writes are validated and atomic."""
+    """LocalDatastore whose label/image writes are validated and atomic.
+
+    Several processes open the same datastore (the server, MONAI Label's training and scoring
+    subprocesses), and each keeps the datastore file in memory. MONAI Label's reconcile (run
+    when a process opens the datastore, and on refresh) reads the file, lists the folders and
+    writes the file back, taking the lock for each step on its own: a label the server saved
+    between that read and that write was overwritten by the stale copy, its registration and
+    provenance lost (seen once under the soak test's load; reproduced in
+    ``tests/unit/server/test_datastore.py``). Here reconcile and label saves each hold the
+    datastore's file lock from reading the file to writing it, so they serialise, and a
+    reload notices every replaced file (``_file_signature``), not only a newer timestamp.
+    """
 
     #: largest accepted upload (voxels); set from ``AppConfig.max_voxels`` by the app
     max_voxels: int | None = None
+    #: per thread: whether this thread holds the file lock (FileLock objects do not nest across instances)
+    _held = threading.local()
+    _config_ts: float  # the datastore file's mtime when last read or written (LocalDatastore's own marker)
+    _config_signature: tuple[int, int, int] | None = None  # ``_file_signature`` when last read or written
+
+    def _holding_lock(self) -> bool:
+        return getattr(self._held, "path", None) == self._lock_file
+
+    def _file_signature(self) -> tuple[int, int, int] | None:
+        """(mtime ns, inode, size) of the datastore file: every write renames a new file into place,
+        so the inode changes even when two writes land within one coarse timestamp tick."""
+        try:
+            st = os.stat(self._datastore_config_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_ino, st.st_size)
+
+    def _init_from_datastore_file(self, throw_exception: bool = False) -> None:
+        """Reload the datastore file when another process (or this one) replaced it; under the lock."""
+        if not self._holding_lock():
+            with self._locked():
+                self._init_from_datastore_file(throw_exception)
+            return
+        signature = self._file_signature()
+        if signature is None or signature == self._config_signature:
+            return
+        try:
+            with open(self._datastore_config_path, encoding="utf-8") as fp:
+                self._datastore = LocalDatastoreModel.model_validate_json(fp.read())
+        except ValueError as exc:
+            logger.error("failed to load the datastore file: %s", exc)
+            if throw_exception:
+                raise
+            return
+        self._datastore.base_path = self._datastore_path
+        self._config_signature = signature
+        self._config_ts = signature[0] / 1e9
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """This datastore's file lock, marked as held by this thread while inside."""
+        with FileLock(self._lock_file):
+            before = getattr(self._held, "path", None)
+            self._held.path = self._lock_file
+            try:
+                yield
+            finally:
+                self._held.path = before
+
+    def _reconcile_datastore(self) -> None:
+        """MONAI Label's reconcile, holding the file lock from reading the file to writing it."""
+        if self._holding_lock():
+            super()._reconcile_datastore()
+            return
+        with self._locked():
+            super()._reconcile_datastore()
 
     def __init__(self, datastore_path: str, *args: Any, **kwargs: Any) -> None:
         self.studies_path = Path(datastore_path)
@@ -124,7 +194,8 @@ class BrainTumorDatastore(LocalDatastore):
             save_label(tmp, data, affine)
             with open(tmp, "rb+") as fp:
                 os.fsync(fp.fileno())
-            with FileLock(self._lock_file):
+            with self._locked():
+                self._init_from_datastore_file()  # another process may have written since: build on that
                 for ext in IMAGE_EXTS_3D:  # a previous label in another format would shadow this one
                     old = label_dir / self._filename(image_id, ext)
                     if ext != ".nii.gz" and old.exists():
@@ -176,9 +247,10 @@ class BrainTumorDatastore(LocalDatastore):
             # ignore the next genuine outside edit of the file.
             data = self._datastore.model_dump(exclude={"base_path"})
             atomic_write_json(self._datastore_config_path, data, sort_keys=False, default=str)
+            self._config_signature = self._file_signature()
             self._config_ts = os.stat(self._datastore_config_path).st_mtime
 
-        if lock:
+        if lock and not self._holding_lock():
             with FileLock(self._lock_file):
                 write()
         else:

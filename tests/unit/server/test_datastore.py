@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import nibabel as nib
@@ -11,6 +13,7 @@ from monailabel.config import settings
 
 from brain_tumor_mri.imageio import InputError
 from brain_tumor_mri.server.datastore import BrainTumorDatastore, remap_by_segment_names
+from brain_tumor_mri.server.principal import Principal, reset_principal, set_principal
 
 
 def test_segment_names_decide_values():
@@ -37,3 +40,55 @@ def test_write_by_another_process_is_seen(tmp_path):
         time.sleep(0.1)
     assert server.get_image_info("c1")["scores"] == {"tta": 0.5}
     assert not list(studies.glob("*datastore_v2.json.tmp*"))
+
+
+def test_a_reconcile_in_another_process_cannot_drop_a_label_saved_meanwhile(tmp_path):
+    """A training subprocess opening the datastore reconciles it: read the file, list the folders,
+    write the file. A label the server saved between that read and that write was overwritten by
+    the stale copy (its registration and provenance lost; seen under the soak test's load). Here
+    the reconcile is paused just before its write; the server's save must wait for it and keep
+    both its own entry and the reconcile's.
+    """
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    image = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    nib.save(image, str(studies / "c1.nii.gz"))
+    label = tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image(np.pad(np.full((2, 2, 2), 2, np.uint8), 1), np.eye(4)), str(label))
+    kw = {"extensions": settings.MONAI_LABEL_DATASTORE_FILE_EXT, "auto_reload": False}
+    server = BrainTumorDatastore(str(studies), **kw)
+    nib.save(image, str(studies / "c2.nii.gz"))  # a new case on disk: the reconcile has something to write
+    other = BrainTumorDatastore(str(studies), read_only=True, **kw)  # opened; reconciles on refresh below
+    paused, go = threading.Event(), threading.Event()
+    write = other._update_datastore_file
+
+    def write_after_a_pause(lock: bool = True) -> None:
+        paused.set()
+        go.wait(10)
+        write(lock)
+
+    other._update_datastore_file = write_after_a_pause
+    reconcile = threading.Thread(target=other.refresh)
+    reconcile.start()
+    assert paused.wait(10), "the reconcile found nothing to write"
+
+    def save() -> None:
+        token = set_principal(Principal("alice", verified=True))
+        try:
+            server.save_label("c1", str(label), "final", {})
+        finally:
+            reset_principal(token)
+
+    saver = threading.Thread(target=save)
+    saver.start()
+    saver.join(1.0)
+    saved_during_reconcile = not saver.is_alive()
+    go.set()
+    reconcile.join(10)
+    saver.join(10)
+    assert not reconcile.is_alive() and not saver.is_alive()
+    on_disk = json.loads((studies / "datastore_v2.json").read_text())
+    assert set(on_disk["objects"]) == {"c1", "c2"}
+    assert on_disk["objects"]["c1"]["labels"]["final"]["info"]["provenance"]["version"] == 1
+    assert server.get_label_info("c1", "final")["provenance"]["saved_by"] == "alice"
+    assert not saved_during_reconcile, "the save did not wait for the reconcile holding the datastore file"
