@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 from fastapi import HTTPException
 from filelock import FileLock
-from monailabel.datastore.local import DataModel, LocalDatastore, LocalDatastoreModel
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore, LocalDatastoreModel
 
 from ..imageio import InputError, check_same_geometry, load_volume, save_label
 from ..labels import SEG_LABELS, seg_label_value
@@ -65,9 +66,12 @@ class BrainTumorDatastore(LocalDatastore):
     writes the file back, taking the lock for each step on its own: a label the server saved
     between that read and that write was overwritten by the stale copy, its registration and
     provenance lost (seen once under the soak test's load; reproduced in
-    ``tests/unit/server/test_datastore.py``). Here reconcile and label saves each hold the
-    datastore's file lock from reading the file to writing it, so they serialise, and a
-    reload notices every replaced file (``_file_signature``), not only a newer timestamp.
+    ``tests/unit/server/test_datastore.py``). The same held for every other change written
+    from a stale in-memory copy: a scoring process's ``update_image_info``, an image upload,
+    a label-info edit. Here every change (``_changing``) holds the datastore's file lock from
+    reloading the file to writing it, so changes from all processes serialise and each builds
+    on the last, and a reload notices every replaced file (``_file_signature``), not only a
+    newer timestamp.
     """
 
     #: largest accepted upload (voxels); set from ``AppConfig.max_voxels`` by the app
@@ -120,6 +124,17 @@ class BrainTumorDatastore(LocalDatastore):
                 yield
             finally:
                 self._held.path = before
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """The file lock, with the datastore file as it is now loaded: a change made inside builds
+        on what other processes wrote, and its write lands before another process can read."""
+        if self._holding_lock():
+            yield
+            return
+        with self._locked():
+            self._init_from_datastore_file()
+            yield
 
     def _reconcile_datastore(self) -> None:
         """MONAI Label's reconcile, holding the file lock from reading the file to writing it."""
@@ -194,8 +209,7 @@ class BrainTumorDatastore(LocalDatastore):
             save_label(tmp, data, affine)
             with open(tmp, "rb+") as fp:
                 os.fsync(fp.fileno())
-            with self._locked():
-                self._init_from_datastore_file()  # another process may have written since: build on that
+            with self._changing():
                 for ext in IMAGE_EXTS_3D:  # a previous label in another format would shadow this one
                     old = label_dir / self._filename(image_id, ext)
                     if ext != ".nii.gz" and old.exists():
@@ -221,7 +235,13 @@ class BrainTumorDatastore(LocalDatastore):
         """MONAI Label's label info update, except the server-written provenance."""
         if "provenance" in (info or {}):
             raise HTTPException(status_code=422, detail="label info: 'provenance' is written by the server only")
-        super().update_label_info(label_id, label_tag, info)
+        with self._changing():
+            super().update_label_info(label_id, label_tag, info)
+
+    def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
+        """MONAI Label's image info update (scores, served predictions), on the latest file."""
+        with self._changing():
+            super().update_image_info(image_id, info)
 
     def label_history(self, image_id: str, tag: str) -> LabelHistory:
         """The saved versions of ``image_id``'s label under ``tag`` (ids checked)."""
@@ -236,7 +256,17 @@ class BrainTumorDatastore(LocalDatastore):
                 load_volume(image_filename, ndim=3, max_voxels=self.max_voxels)
         except (InputError, ValueError) as exc:
             raise HTTPException(status_code=422, detail=f"add image: {exc}") from exc
-        return super().add_image(image_id, image_filename, image_info)
+        # MONAI Label's add_image, on the latest file (its own lock would not nest in ``_changing``)
+        derived_id, ext = self._to_id(os.path.basename(image_filename))
+        image_id = image_id or derived_id
+        name = self._filename(image_id, ext)
+        with self._changing():
+            shutil.copy(image_filename, os.path.join(self._datastore.image_path(), name))
+            info = {**(image_info or {}), "ts": int(time.time()), "name": name}
+            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
+            self._update_datastore_file(lock=False)
+        logger.info("added image %s (%s)", image_id, name)
+        return image_id
 
     def _update_datastore_file(self, lock: bool = True) -> None:
         """Write datastore_v2.json atomically (temp + rename) instead of in place."""

@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from fastapi import HTTPException
-from filelock import FileLock
 from monailabel.datastore.local import DataModel, ImageLabelModel
 from monailabel.interfaces.datastore import DefaultLabelTag
 
@@ -196,8 +195,7 @@ class PacsDatastore(BrainTumorDatastore):
 
     def _register(self, image_id: str) -> None:
         """Add a freshly cached study to the datastore's records (as the file watcher would)."""
-        self._init_from_datastore_file()  # takes the datastore lock itself
-        with FileLock(self._lock_file):
+        with self._changing():  # the latest datastore file, held until written
             if image_id not in self._datastore.objects:
                 remote = self._remote.get(image_id)
                 info = {

@@ -92,3 +92,43 @@ def test_a_reconcile_in_another_process_cannot_drop_a_label_saved_meanwhile(tmp_
     assert on_disk["objects"]["c1"]["labels"]["final"]["info"]["provenance"]["version"] == 1
     assert server.get_label_info("c1", "final")["provenance"]["saved_by"] == "alice"
     assert not saved_during_reconcile, "the save did not wait for the reconcile holding the datastore file"
+
+
+@pytest.mark.parametrize("change", ["update_image_info", "add_image", "update_label_info"])
+def test_a_stale_process_cannot_drop_a_label_saved_meanwhile(tmp_path, change):
+    """A scoring process writes its scores with ``update_image_info`` from the datastore file it
+    read when it opened; an upload or a label-info edit writes the same way. A label the server
+    saved since then was overwritten by that stale copy. Each change must build on the file as
+    it is when the change is written.
+    """
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    image = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    nib.save(image, str(studies / "c1.nii.gz"))
+    label = tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image(np.pad(np.full((2, 2, 2), 2, np.uint8), 1), np.eye(4)), str(label))
+    kw = {"extensions": settings.MONAI_LABEL_DATASTORE_FILE_EXT, "auto_reload": False}
+    server = BrainTumorDatastore(str(studies), **kw)
+    server.save_label("c1", str(label), "original", {})
+    other = BrainTumorDatastore(str(studies), **kw)  # opened now: it knows c1 and its "original" label
+    token = set_principal(Principal("alice", verified=True))
+    try:
+        server.save_label("c1", str(label), "final", {})
+    finally:
+        reset_principal(token)
+    upload = tmp_path / "c2.nii.gz"
+    nib.save(image, str(upload))
+    {
+        "update_image_info": lambda: other.update_image_info("c1", {"scores": {"tta": 0.5}}),
+        "add_image": lambda: other.add_image("c2", str(upload), {}),
+        "update_label_info": lambda: other.update_label_info("c1", "original", {"reviewed": True}),
+    }[change]()
+    on_disk = json.loads((studies / "datastore_v2.json").read_text())["objects"]
+    assert on_disk["c1"]["labels"]["final"]["info"]["provenance"]["saved_by"] == "alice"
+    if change == "update_image_info":
+        assert on_disk["c1"]["image"]["info"]["scores"] == {"tta": 0.5}
+    elif change == "add_image":
+        assert on_disk["c2"]["image"]["info"]["name"] == "c2.nii.gz" and (studies / "c2.nii.gz").is_file()
+    else:
+        assert on_disk["c1"]["labels"]["original"]["info"]["reviewed"] is True
+    assert other.get_label_info("c1", "final")["provenance"]["version"] == 1
