@@ -42,6 +42,21 @@ def test_write_by_another_process_is_seen(tmp_path):
     assert not list(studies.glob("*datastore_v2.json.tmp*"))
 
 
+#: datastores opened without a file watcher: each reloads only when it changes something
+NO_WATCHER = {"extensions": settings.MONAI_LABEL_DATASTORE_FILE_EXT, "auto_reload": False}
+
+
+def _one_case_and_a_label(tmp_path):
+    """A studies folder holding case c1 (a 4^3 volume), and a valid label file for it outside."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    image = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    nib.save(image, str(studies / "c1.nii.gz"))
+    label = tmp_path / "label.nii.gz"
+    nib.save(nib.Nifti1Image(np.pad(np.full((2, 2, 2), 2, np.uint8), 1), np.eye(4)), str(label))
+    return studies, image, label
+
+
 def test_a_reconcile_in_another_process_cannot_drop_a_label_saved_meanwhile(tmp_path):
     """A training subprocess opening the datastore reconciles it: read the file, list the folders,
     write the file. A label the server saved between that read and that write was overwritten by
@@ -49,16 +64,10 @@ def test_a_reconcile_in_another_process_cannot_drop_a_label_saved_meanwhile(tmp_
     the reconcile is paused just before its write; the server's save must wait for it and keep
     both its own entry and the reconcile's.
     """
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    image = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
-    nib.save(image, str(studies / "c1.nii.gz"))
-    label = tmp_path / "label.nii.gz"
-    nib.save(nib.Nifti1Image(np.pad(np.full((2, 2, 2), 2, np.uint8), 1), np.eye(4)), str(label))
-    kw = {"extensions": settings.MONAI_LABEL_DATASTORE_FILE_EXT, "auto_reload": False}
-    server = BrainTumorDatastore(str(studies), **kw)
+    studies, image, label = _one_case_and_a_label(tmp_path)
+    server = BrainTumorDatastore(str(studies), **NO_WATCHER)
     nib.save(image, str(studies / "c2.nii.gz"))  # a new case on disk: the reconcile has something to write
-    other = BrainTumorDatastore(str(studies), read_only=True, **kw)  # opened; reconciles on refresh below
+    other = BrainTumorDatastore(str(studies), read_only=True, **NO_WATCHER)  # opened; reconciles on refresh below
     paused, go = threading.Event(), threading.Event()
     write = other._update_datastore_file
 
@@ -94,23 +103,35 @@ def test_a_reconcile_in_another_process_cannot_drop_a_label_saved_meanwhile(tmp_
     assert not saved_during_reconcile, "the save did not wait for the reconcile holding the datastore file"
 
 
-@pytest.mark.parametrize("change", ["update_image_info", "add_image", "update_label_info"])
+STALE_CHANGES = {  # name: (the change, made by the stale process; what it must leave on disk)
+    "update_image_info": (
+        lambda ds, upload: ds.update_image_info("c1", {"scores": {"tta": 0.5}}),
+        lambda objects, studies: objects["c1"]["image"]["info"]["scores"] == {"tta": 0.5},
+    ),
+    "add_image": (
+        lambda ds, upload: ds.add_image("c2", str(upload), {}),
+        lambda objects, studies: (
+            objects["c2"]["image"]["info"]["name"] == "c2.nii.gz" and (studies / "c2.nii.gz").is_file()
+        ),
+    ),
+    "update_label_info": (
+        lambda ds, upload: ds.update_label_info("c1", "original", {"reviewed": True}),
+        lambda objects, studies: objects["c1"]["labels"]["original"]["info"]["reviewed"] is True,
+    ),
+}
+
+
+@pytest.mark.parametrize("change", sorted(STALE_CHANGES))
 def test_a_stale_process_cannot_drop_a_label_saved_meanwhile(tmp_path, change):
     """A scoring process writes its scores with ``update_image_info`` from the datastore file it
     read when it opened; an upload or a label-info edit writes the same way. A label the server
     saved since then was overwritten by that stale copy. Each change must build on the file as
     it is when the change is written.
     """
-    studies = tmp_path / "studies"
-    studies.mkdir()
-    image = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
-    nib.save(image, str(studies / "c1.nii.gz"))
-    label = tmp_path / "label.nii.gz"
-    nib.save(nib.Nifti1Image(np.pad(np.full((2, 2, 2), 2, np.uint8), 1), np.eye(4)), str(label))
-    kw = {"extensions": settings.MONAI_LABEL_DATASTORE_FILE_EXT, "auto_reload": False}
-    server = BrainTumorDatastore(str(studies), **kw)
+    studies, image, label = _one_case_and_a_label(tmp_path)
+    server = BrainTumorDatastore(str(studies), **NO_WATCHER)
     server.save_label("c1", str(label), "original", {})
-    other = BrainTumorDatastore(str(studies), **kw)  # opened now: it knows c1 and its "original" label
+    other = BrainTumorDatastore(str(studies), **NO_WATCHER)  # opened now: it knows c1 and its "original" label
     token = set_principal(Principal("alice", verified=True))
     try:
         server.save_label("c1", str(label), "final", {})
@@ -118,17 +139,9 @@ def test_a_stale_process_cannot_drop_a_label_saved_meanwhile(tmp_path, change):
         reset_principal(token)
     upload = tmp_path / "c2.nii.gz"
     nib.save(image, str(upload))
-    {
-        "update_image_info": lambda: other.update_image_info("c1", {"scores": {"tta": 0.5}}),
-        "add_image": lambda: other.add_image("c2", str(upload), {}),
-        "update_label_info": lambda: other.update_label_info("c1", "original", {"reviewed": True}),
-    }[change]()
+    make, made = STALE_CHANGES[change]
+    make(other, upload)
     on_disk = json.loads((studies / "datastore_v2.json").read_text())["objects"]
     assert on_disk["c1"]["labels"]["final"]["info"]["provenance"]["saved_by"] == "alice"
-    if change == "update_image_info":
-        assert on_disk["c1"]["image"]["info"]["scores"] == {"tta": 0.5}
-    elif change == "add_image":
-        assert on_disk["c2"]["image"]["info"]["name"] == "c2.nii.gz" and (studies / "c2.nii.gz").is_file()
-    else:
-        assert on_disk["c1"]["labels"]["original"]["info"]["reviewed"] is True
+    assert made(on_disk, studies), f"{change} did not land"
     assert other.get_label_info("c1", "final")["provenance"]["version"] == 1
